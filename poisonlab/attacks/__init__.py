@@ -1,0 +1,43 @@
+"""Attacks by name: one explicit registry built from plain imports."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError
+from ..threat import ThreatModel
+from .badnets import BadNets
+from .base import Attack
+from .blended import Blended
+from .label_flip import LabelFlip
+from .none import NoAttack
+
+ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, BadNets, Blended)}
+
+
+def make_attack(name: str, **params) -> Attack:
+    """The attack `name` with hyper-parameters `params`; unknown names and keys are errors listing valid ones."""
+    if name not in ATTACKS:
+        raise ConfigError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}.")
+    cls = ATTACKS[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ConfigError(f"attack {name!r} has no parameter {', '.join(unknown)}; its parameters are: "
+                          f"{', '.join(fields) or '(none)'}.")
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"attack {name!r}: {exc}.") from None
+
+
+def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None) -> None:
+    """What the runner checks once before crafting: labels, surrogate."""
+    if attack.changes_labels and threat.clean_label:
+        raise ConfigError(f"{attack.name} changes labels, but the threat model is clean-label; use a clean-label "
+                          "attack or set clean_label to false.")
+    if attack.needs != "nothing" and surrogate is None:
+        raise ConfigError(f"{attack.name} needs a surrogate model for its {attack.needs}; none was given.")
+
+
+__all__ = ["ATTACKS", "Attack", "BadNets", "Blended", "LabelFlip", "NoAttack", "check_compatible", "make_attack"]

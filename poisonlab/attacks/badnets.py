@@ -1,0 +1,68 @@
+"""BadNets (Gu, Dolan-Gavitt, Garg 2017): a patch trigger stamped on poisons whose labels are changed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..seeding import generator
+from ..threat import PoisonSet, ThreatModel, Trigger
+from .base import check_choice, dirty_label_backdoor
+
+POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
+PATTERNS = ("white", "checkerboard", "random")
+
+
+@dataclass(frozen=True)
+class BadNets:
+    """Stamp a `patch_size` square (white, checkerboard or a fixed random pattern) `margin` pixels from a corner.
+
+    mode="all-to-one" relabels the poisons as the target class; "all-to-all" relabels class i as i+1.
+    """
+
+    name: ClassVar[str] = "badnets"
+    summary: ClassVar[str] = "patch-trigger backdoor with flipped labels (all-to-one or all-to-all)"
+    needs: ClassVar[str] = "nothing"
+    changes_labels: ClassVar[bool] = True
+
+    patch_size: int = 3
+    position: str = "bottom-right"
+    pattern: str = "white"
+    margin: int = 1
+    mode: str = "all-to-one"
+    pattern_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("position", self.position, POSITIONS)
+        check_choice("pattern", self.pattern, PATTERNS)
+        check_choice("mode", self.mode, ("all-to-one", "all-to-all"))
+        if self.patch_size < 1 or self.margin < 0:
+            raise ConfigError(f"patch_size must be >= 1 and margin >= 0; got {self.patch_size}, {self.margin}.")
+
+    def trigger(self, shape: tuple[int, int, int]) -> Trigger:
+        c, h, w = shape
+        s, m = self.patch_size, self.margin
+        if s + m > min(h, w):
+            raise ConfigError(f"a {s}-pixel patch {m} pixels from the edge does not fit {h}×{w} images.")
+        top = {"top": m, "bottom": h - m - s, "center": (h - s) // 2}[self.position.split("-")[0]]
+        left = {"left": m, "right": w - m - s, "center": (w - s) // 2}[self.position.split("-")[-1]]
+        mask, pattern = torch.zeros(1, h, w), torch.zeros(c, h, w)
+        mask[:, top:top + s, left:left + s] = 1.0
+        pattern[:, top:top + s, left:left + s] = self.patch(c)
+        return Trigger(mask, pattern)
+
+    def patch(self, channels: int) -> torch.Tensor:
+        s = self.patch_size
+        if self.pattern == "white":
+            return torch.ones(channels, s, s)
+        if self.pattern == "checkerboard":
+            return ((torch.arange(s)[:, None] + torch.arange(s)[None, :]) % 2 == 0).float().expand(channels, s, s)
+        return (torch.rand(channels, s, s, generator=generator(self.pattern_seed, "badnets-pattern")) > 0.5).float()
+
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0) -> PoisonSet:
+        return dirty_label_backdoor(self.name, train, threat, self.trigger(train.shape), self.mode,
+                                    generator(seed, self.name), asdict(self))

@@ -1,0 +1,23 @@
+"""The clean baseline: an attack that poisons nothing, so every table has its control row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..data import Dataset
+from ..threat import PoisonSet, ThreatModel
+
+
+@dataclass(frozen=True)
+class NoAttack:
+    name: ClassVar[str] = "none"
+    summary: ClassVar[str] = "no poisoning: the clean baseline"
+    needs: ClassVar[str] = "nothing"
+    changes_labels: ClassVar[bool] = False
+
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0) -> PoisonSet:
+        return PoisonSet(torch.empty(0, dtype=torch.long), torch.empty(0, *train.shape),
+                         torch.empty(0, dtype=torch.long), threat.num_classes, self.name)

@@ -1,0 +1,68 @@
+"""Aggregates stored trials into one row per scenario, as a Markdown table or JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..data.files import atomic_write_bytes
+from ..metrics import Rate
+from .scenario import Scenario
+from .store import Store
+
+
+def summarize(store: Store, scenarios: list[Scenario] | None = None) -> list[dict]:
+    """One row per scenario: rates pooled over its trials' test points, each with a Wilson 95% interval."""
+    rows = []
+    for scenario in scenarios if scenarios is not None else store.scenarios():
+        trials = store.trials(scenario.hash)
+        if trials:
+            rows.append(summary_row(scenario, trials))
+    return rows
+
+
+def summary_row(scenario: Scenario, trials: list[dict]) -> dict:
+    accuracy = Rate(sum(t["correct"] for t in trials), sum(t["n_test"] for t in trials))
+    error = Rate(accuracy.trials - accuracy.successes, accuracy.trials)
+    has_asr = all(t["asr_eligible"] is not None for t in trials)
+    success = Rate(sum(t["asr_hits"] for t in trials), sum(t["asr_eligible"] for t in trials)) if has_asr else None
+    return {
+        "scenario": scenario.label, "dataset": scenario.dataset, "model": scenario.model,
+        "attack": scenario.attack, "budget": scenario.budget, "n_poisons": trials[0]["n_poisons"],
+        "trials": len(trials),
+        "clean_accuracy": accuracy.value, "clean_accuracy_ci": list(accuracy.ci),
+        "attack_success_rate": success.value if success else None,
+        "attack_success_ci": list(success.ci) if success else None,
+        "test_error": error.value, "test_error_ci": list(error.ci),
+        "seconds_per_trial": sum(t["seconds"] for t in trials) / len(trials),
+        "scenario_hash": scenario.hash,
+    }
+
+
+def pct(value: float | None, ci: list[float] | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{100 * value:.1f}%"
+    return f"{text} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else text
+
+
+def markdown(rows: list[dict], title: str | None = None) -> str:
+    """A Markdown table: scenario, poisons, trials, clean accuracy, attack success and test error with 95% CI."""
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| scenario | poisons | trials | clean accuracy [95% CI] | attack success [95% CI] | "
+              "test error [95% CI] | s/trial |", "| --- | ---: | ---: | --- | --- | --- | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['scenario']} | {r['n_poisons']} | {r['trials']} | "
+                     f"{pct(r['clean_accuracy'], r['clean_accuracy_ci'])} | "
+                     f"{pct(r['attack_success_rate'], r['attack_success_ci'])} | "
+                     f"{pct(r['test_error'], r['test_error_ci'])} | {r['seconds_per_trial']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path, rows: list[dict], title: str | None = None) -> str:
+    """Write report.md and report.json into `out_dir` (atomically) and return the Markdown."""
+    text = markdown(rows, title)
+    atomic_write_bytes(Path(out_dir) / "report.md", text.encode())
+    atomic_write_bytes(Path(out_dir) / "report.json", json.dumps(rows, indent=1).encode())
+    return text

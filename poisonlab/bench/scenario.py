@@ -1,0 +1,105 @@
+"""A scenario: data, model, recipe, attack and threat model, trials and seed; it round-trips through YAML."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError
+from ..models import TrainRecipe, config_hash
+
+HASH_EXCLUDES = {"name", "trials", "data_root"}
+
+
+class Scenario(BaseModel):
+    """One cell of a benchmark; its hash (of everything that changes results) names its stored trials."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    dataset: str = "digits"
+    data_root: str | None = None
+    classes: list[int] | None = None
+    train_size: int | None = Field(None, ge=1)
+    test_size: int | None = Field(None, ge=1)
+    model: str = "convnet"
+    recipe: TrainRecipe = TrainRecipe()
+    attack: str = "none"
+    attack_params: dict = Field(default_factory=dict)
+    budget: int | float = 0
+    eps: float = 1.0
+    target_class: int | None = None
+    clean_label: bool = False
+    goal: Literal["integrity", "availability"] = "integrity"
+    knowledge: Literal["white-box", "grey-box", "black-box"] = "white-box"
+    setting: Literal["frozen", "finetune", "scratch"] = "scratch"
+    trials: int = Field(1, ge=1)
+    seed: int = 0
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.model_dump(mode="json", exclude=HASH_EXCLUDES))
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        budget = f"{self.budget:g}" if isinstance(self.budget, float) else str(self.budget)
+        return f"{self.dataset}/{self.model}/{self.attack}" + (f"@{budget}" if self.attack != "none" else "")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def scenario_from_dict(data: dict, source: str = "scenario") -> Scenario:
+    """Validate a scenario dict, turning pydantic's report into one actionable ConfigError."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'scenario'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source} is not a valid scenario: {problems}.") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of scenario fields (dataset: ..., attack: ...).")
+    return data
+
+
+def parse_budget(text: str) -> int | float:
+    """'10' is a count of poisons; '0.01' a fraction of the training set."""
+    if re.fullmatch(r"\s*\d+\s*", text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"budget {text!r} is not a number: give a count (10) or a fraction (0.01).") from None
+
+
+def parse_classes(text: str) -> list[int]:
+    """'0,4' -> [0, 4]."""
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"classes {text!r} must be class ids separated by commas, e.g. 0,4.") from None
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs, each value read as YAML (so 3 is an int, 0.2 a float, white a string)."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"attack parameter {pair!r} must be KEY=VALUE, e.g. patch_size=4.")
+        params[key.strip()] = yaml.safe_load(value)
+    return params

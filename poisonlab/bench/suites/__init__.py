@@ -1,0 +1,65 @@
+"""Named suites: YAML files beside this module, each a list of groups (a base scenario) × attacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import yaml
+
+from ...data import load_dataset
+from ...errors import ConfigError, DataError
+from ..scenario import Scenario, scenario_from_dict
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    scenarios: list[Scenario]
+    skipped: list[str]
+
+
+def suite_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir() if p.name.endswith(".yaml"))
+
+
+def suite_spec(name: str) -> dict:
+    if name not in suite_names():
+        raise ConfigError(f"unknown suite {name!r}; choose one of: {', '.join(suite_names())}.")
+    return yaml.safe_load(resources.files(__package__).joinpath(f"{name}.yaml").read_text())
+
+
+def suite_description(name: str) -> str:
+    return suite_spec(name)["description"]
+
+
+def load_suite(name: str, data_root: str | None = None, trials: int | None = None) -> Suite:
+    """The suite `name`, its optional groups skipped (with the reason) when their data is not installed."""
+    spec = suite_spec(name)
+    scenarios, skipped = [], []
+    for group in spec["groups"]:
+        base = dict(group["base"], data_root=data_root)
+        if trials is not None:
+            base["trials"] = trials
+        if group.get("optional") and (reason := unavailable(base["dataset"], data_root)):
+            skipped.append(f"{base['dataset']}: {reason}")
+            continue
+        for entry in spec["attacks"]:
+            scenarios.append(group_scenario(base, group, entry, name))
+    return Suite(name, spec["description"], scenarios, skipped)
+
+
+def group_scenario(base: dict, group: dict, entry: dict, suite: str) -> Scenario:
+    entry = dict(entry)
+    params = {**group.get(entry["attack"], {}), **entry.pop("attack_params", {})}
+    label = f"{base['dataset']}: {entry.pop('name')}"
+    return scenario_from_dict({**base, **entry, "name": label, "attack_params": params}, f"suite {suite}")
+
+
+def unavailable(dataset: str, data_root: str | None) -> str | None:
+    try:
+        load_dataset(dataset, root=data_root, download=False)
+    except DataError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,61 @@
+"""One trial: craft -> apply -> train the victim -> measure. Pure computation; no files, no printing."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+from ..attacks import check_compatible, make_attack
+from ..data import Splits, load_dataset
+from ..metrics import attack_success_rate, clean_accuracy
+from ..models import build_model, train
+from ..seeding import derive_seed
+from ..threat import ThreatModel
+from .scenario import Scenario
+
+
+@lru_cache(maxsize=4)
+def cached_splits(dataset: str, data_root: str | None) -> Splits:
+    """Each process loads a data set once (the runner reuses it across trials)."""
+    return load_dataset(dataset, root=data_root)
+
+
+def trial_seed(scenario: Scenario, trial: int) -> int:
+    """Trial i of every scenario with the same seed gets the same split and initialisation (common random
+    numbers), so a clean baseline and an attack differ only by the poisons."""
+    return derive_seed(scenario.seed, "trial", trial)
+
+
+def prepare(scenario: Scenario, trial: int):
+    """The trial's data, threat model and attack, validated (raises ConfigError/DataError before any training)."""
+    seed = trial_seed(scenario, trial)
+    splits = cached_splits(scenario.dataset, scenario.data_root)
+    data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size, seed=seed)
+    threat = ThreatModel.for_data(data.train, scenario.budget, eps=scenario.eps, clean_label=scenario.clean_label,
+                                  target_class=scenario.target_class, goal=scenario.goal,
+                                  knowledge=scenario.knowledge, setting=scenario.setting)
+    attack = make_attack(scenario.attack, **scenario.attack_params)
+    check_compatible(attack, threat)
+    build_model(scenario.model, data.train.shape, data.train.num_classes)  # fails fast on an unknown model
+    return seed, data, threat, attack
+
+
+def run_trial(scenario: Scenario, trial: int) -> dict:
+    """Run trial `trial` of `scenario` and return its counts and timings."""
+    seed, data, threat, attack = prepare(scenario, trial)
+    start = time.perf_counter()
+    poison = attack.craft(data.train, threat, seed=seed)
+    crafted = time.perf_counter()
+    model = build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
+    train(model, poison.apply(data.train), scenario.recipe, seed=seed)
+    trained = time.perf_counter()
+    accuracy = clean_accuracy(model, data.test)
+    success = attack_success_rate(model, data.test, poison)
+    return {
+        "seed": seed, "n_train": len(data.train), "n_test": len(data.test), "n_poisons": len(poison),
+        "correct": accuracy.successes,
+        "asr_hits": None if success is None else success.successes,
+        "asr_eligible": None if success is None else success.trials,
+        "craft_seconds": crafted - start, "train_seconds": trained - crafted,
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,47 @@
+"""Data: the Dataset type, loaders by name, safe file parsing, seeded splits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from ..errors import ConfigError
+from .dataset import Dataset, Splits, check_images
+from .loaders import load_cifar10, load_digits_dataset, load_idx_dataset, load_npz
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    load: Callable[..., Splits]
+    summary: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(load_digits_dataset, "scikit-learn's 8x8 handwritten digits, 1,797 images; always there"),
+    "mnist": DatasetInfo(partial(load_idx_dataset, "mnist"), "MNIST 28x28 digits, 60k/10k, IDX files"),
+    "fashion-mnist": DatasetInfo(partial(load_idx_dataset, "fashion-mnist"),
+                                 "Fashion-MNIST 28x28 clothing, 60k/10k, IDX files (Debian: dataset-fashion-mnist)"),
+    "cifar10": DatasetInfo(load_cifar10, "CIFAR-10 32x32 colour, 50k/10k, python batches (restricted unpickler)"),
+    "npz": DatasetInfo(load_npz, "your own arrays in an .npz file (x, y or x_train, y_train, x_test, y_test)"),
+}
+
+
+def load_dataset(name: str, root=None, download: bool | None = None, opener=None) -> Splits:
+    """Load a data set by name as train/test Splits; `root` is a folder (or, for npz, a file) to look in first.
+
+    Missing files are downloaded (with SHA-256 checks) unless `download` is False, or None with
+    $POISONLAB_OFFLINE set.
+    """
+    if download is None:
+        download = not os.environ.get("POISONLAB_OFFLINE")
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
+    loader = DATASETS[name].load
+    if name in ("mnist", "fashion-mnist", "cifar10"):
+        return loader(root=root, download_missing=download, opener=opener)
+    return loader(root=root)
+
+
+__all__ = ["DATASETS", "Dataset", "Splits", "check_images", "load_dataset"]

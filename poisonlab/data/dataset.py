@@ -1,0 +1,123 @@
+"""The Dataset type that flows through poisonlab, and seeded train/test subsetting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..errors import ConfigError, DataError
+from ..seeding import generator
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images `x` (float32, N×C×H×W, in [0, 1]) with labels `y` (int64, N in [0, len(classes))).
+
+    `index` holds each sample's position in the source split it came from (e.g. the official CIFAR-10
+    index), so that subsets and poisons can be traced back. Treat it as immutable: every operation returns a
+    new Dataset and never edits the caller's tensors.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: tuple[str, ...]
+    name: str = "dataset"
+    index: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        check_images(self.x, f"{self.name}.x")
+        if self.y.dtype != torch.int64 or self.y.ndim != 1 or len(self.y) != len(self.x):
+            raise DataError(
+                f"{self.name}.y must be an int64 tensor of {len(self.x)} labels (one per image); "
+                f"got dtype {self.y.dtype}, shape {tuple(self.y.shape)}."
+            )
+        if len(self.y) and (int(self.y.min()) < 0 or int(self.y.max()) >= len(self.classes)):
+            raise DataError(
+                f"{self.name}.y holds labels outside 0..{len(self.classes) - 1} "
+                f"(min {int(self.y.min())}, max {int(self.y.max())}) for {len(self.classes)} classes."
+            )
+        if self.index is None:
+            object.__setattr__(self, "index", torch.arange(len(self.y)))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The shape of one image, C×H×W."""
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    def take(self, indices: torch.Tensor) -> Dataset:
+        """The samples at `indices`, in that order."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return replace(self, x=self.x[indices], y=self.y[indices], index=self.index[indices])
+
+    def with_samples(self, indices: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> Dataset:
+        """A copy in which the samples at `indices` are replaced by images `x` with labels `y`."""
+        new_x, new_y = self.x.clone(), self.y.clone()
+        new_x[indices] = x
+        new_y[indices] = y
+        return replace(self, x=new_x, y=new_y)
+
+    def select_classes(self, classes: Sequence[int]) -> Dataset:
+        """Keep only the given classes, relabelled 0..k-1 in the order given (e.g. (0, 4) for "0 vs 4")."""
+        classes = [int(c) for c in classes]
+        bad = [c for c in classes if not 0 <= c < self.num_classes]
+        if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+            raise ConfigError(
+                f"classes {classes} is not a list of at least two distinct class ids in 0..{self.num_classes - 1} "
+                f"for {self.name} ({', '.join(self.classes)})."
+            )
+        remap = torch.full((self.num_classes,), -1, dtype=torch.long)
+        remap[torch.tensor(classes)] = torch.arange(len(classes))
+        keep = torch.nonzero(remap[self.y] >= 0).squeeze(1)
+        subset = self.take(keep)
+        return replace(subset, y=remap[subset.y], classes=tuple(self.classes[c] for c in classes))
+
+    def sample(self, size: int | None, seed: int, stream: str = "sample") -> Dataset:
+        """A seeded random subset of `size` samples (all of them, shuffled, when size is None)."""
+        if size is None:
+            size = len(self)
+        if not 0 < size <= len(self):
+            raise ConfigError(f"cannot take {size} samples from {self.name}, which has {len(self)}; "
+                              f"ask for 1..{len(self)}.")
+        order = torch.randperm(len(self), generator=generator(seed, stream))
+        return self.take(order[:size])
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A train and a test Dataset of the same task."""
+
+    train: Dataset
+    test: Dataset
+
+    def subset(self, classes: Sequence[int] | None = None, train_size: int | None = None,
+               test_size: int | None = None, seed: int = 0) -> Splits:
+        """Seeded subsetting: optionally restrict to `classes`, then sample `train_size` / `test_size`."""
+        train, test = self.train, self.test
+        if classes is not None:
+            train, test = train.select_classes(classes), test.select_classes(classes)
+        if train_size is not None:
+            train = train.sample(train_size, seed, "train")
+        if test_size is not None:
+            test = test.sample(test_size, seed, "test")
+        return Splits(train, test)
+
+
+def check_images(x: torch.Tensor, what: str) -> None:
+    """Raise a DataError unless `x` is a finite float32 N×C×H×W tensor in [0, 1]."""
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim != 4:
+        got = f"{type(x).__name__} {getattr(x, 'dtype', '')} shape {tuple(getattr(x, 'shape', ()))}"
+        raise DataError(f"{what} must be a float32 tensor of images N×C×H×W; got {got}.")
+    if x.numel() and not torch.isfinite(x).all():
+        raise DataError(f"{what} contains NaN or infinite values; images must be finite, in [0, 1].")
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise DataError(f"{what} has values in [{float(x.min()):.3g}, {float(x.max()):.3g}]; "
+                        "images must be scaled to [0, 1] (divide uint8 pixels by 255).")

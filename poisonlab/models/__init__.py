@@ -1,0 +1,44 @@
+"""Models by name, training, evaluation and the trained-model cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from .architectures import Classifier, convnet, linear_svm, logistic, mlp, resnet18
+from .cache import ModelCache, config_hash
+from .train import TrainRecipe, evaluate, predict, train
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    build: Callable[..., Classifier]
+    summary: str
+
+
+MODELS: dict[str, ModelInfo] = {
+    "logistic": ModelInfo(logistic, "multinomial logistic regression on pixels (cross-entropy)"),
+    "linear-svm": ModelInfo(linear_svm, "linear classifier with the multi-class hinge loss"),
+    "mlp": ModelInfo(mlp, "two hidden ReLU layers (256, 128)"),
+    "convnet": ModelInfo(convnet, "small BN convnet: conv32-conv64 (max-pooled), fc128 features"),
+    "resnet18": ModelInfo(resnet18, "ResNet-18, CIFAR variant (11M parameters; for GPUs)"),
+}
+
+
+def build_model(name: str, shape: Sequence[int], num_classes: int, seed: int = 0) -> Classifier:
+    """A freshly initialised model for images of `shape` (C, H, W); the seed fixes its initial weights."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+    if len(shape) != 3 or num_classes < 2:
+        raise ConfigError(f"a model needs an image shape (C, H, W) and at least 2 classes; got {tuple(shape)}, "
+                          f"{num_classes}.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name].build(tuple(shape), num_classes)
+
+
+__all__ = ["MODELS", "Classifier", "ModelCache", "TrainRecipe", "build_model", "config_hash", "evaluate",
+           "predict", "train"]

@@ -1,0 +1,96 @@
+"""Architectures by name. Each model has `features(x)` (the extractor) and `head` (the last linear layer)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Classifier(nn.Module):
+    """`head(features(x))`; `loss` names the training loss ("cross-entropy" or "hinge")."""
+
+    loss = "cross-entropy"
+
+    def __init__(self, extractor: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.extractor = extractor
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class LinearSVM(Classifier):
+    """A linear classifier trained with the (multi-class, Crammer-Singer-style) hinge loss."""
+
+    loss = "hinge"
+
+
+def logistic(shape, num_classes: int) -> Classifier:
+    """Multinomial logistic regression on raw pixels."""
+    return Classifier(nn.Flatten(), math.prod(shape), num_classes)
+
+
+def linear_svm(shape, num_classes: int) -> Classifier:
+    return LinearSVM(nn.Flatten(), math.prod(shape), num_classes)
+
+
+def mlp(shape, num_classes: int, hidden: tuple[int, ...] = (256, 128)) -> Classifier:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(shape)
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return Classifier(nn.Sequential(*layers), width, num_classes)
+
+
+def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.MaxPool2d(2)) if pool else nn.Sequential(*layers)
+
+
+def convnet(shape, num_classes: int, widths: tuple[int, ...] = (32, 64), hidden: int = 128) -> Classifier:
+    """A small BN convnet: 3×3 conv blocks (max-pooled while the map is at least 8 wide), then a ReLU fc layer
+    whose `hidden` outputs are the features (conv32-conv64-fc128 by default)."""
+    blocks, (channels, height, width) = [], shape
+    for out in widths:
+        pool = min(height, width) >= 8
+        blocks.append(conv_block(channels, out, pool))
+        channels = out
+        height, width = (height // 2, width // 2) if pool else (height, width)
+    extractor = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(channels * height * width, hidden), nn.ReLU())
+    return Classifier(extractor, hidden, num_classes)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def resnet18(shape, num_classes: int) -> Classifier:
+    """ResNet-18, CIFAR variant (He et al. 2016): 3×3 stem, no max-pool, stages of 64-128-256-512."""
+    layers: list[nn.Module] = [nn.Conv2d(shape[0], 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+    c_in = 64
+    for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]
+        c_in = c_out
+    extractor = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Classifier(extractor, 512, num_classes)

@@ -1,0 +1,109 @@
+"""Training and evaluation: one loop for every model, seeded, with augmentation as batched tensor ops."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.nn import functional as F
+
+from ..data import Dataset
+from ..seeding import generator
+from .architectures import Classifier
+
+
+class TrainRecipe(BaseModel):
+    """How a victim (or surrogate) is trained; unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    augment: Literal["none", "crop", "flip-crop"] = "none"
+    trainable: Literal["all", "head"] = "all"
+    seed: int = 0
+
+
+def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | None = None) -> Classifier:
+    """Train `model` in place on `dataset` by `recipe` (seed overrides recipe.seed) and return it in eval mode."""
+    seed = recipe.seed if seed is None else seed
+    params = model.head.parameters() if recipe.trainable == "head" else model.parameters()
+    optimizer = make_optimizer(list(params), recipe)
+    steps_per_epoch = -(-len(dataset) // recipe.batch_size)
+    scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
+    g = generator(seed, "train")
+    model.train()
+    if recipe.trainable == "head":
+        model.extractor.eval()  # a frozen extractor keeps its batch-norm statistics
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(dataset), generator=g)
+        for batch in order.split(recipe.batch_size):
+            x = augment(dataset.x[batch], recipe.augment, g)
+            loss = loss_fn(model, model(x), dataset.y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return model.eval()
+
+
+def loss_fn(model: Classifier, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if model.loss == "hinge":
+        return F.multi_margin_loss(logits, y)
+    return F.cross_entropy(logits, y)
+
+
+def make_optimizer(params, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                               nesterov=recipe.momentum > 0)
+    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def make_scheduler(optimizer, recipe: TrainRecipe, steps_per_epoch: int):
+    total = recipe.epochs * steps_per_epoch
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    if recipe.schedule == "step":  # divide by 10 at 50% and 75% of training
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, [total // 2, 3 * total // 4], 0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
+    """Random crops after reflect-padding by 1/8 of the width, and horizontal flips, for a whole batch at once."""
+    if kind == "none":
+        return x
+    if kind == "flip-crop":
+        flip = torch.rand(len(x), generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return random_crop(x, max(1, x.shape[-1] // 8), g)
+
+
+def random_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+
+
+@torch.no_grad()
+def predict(model: Classifier, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted labels for images `x`, in eval mode."""
+    model.eval()
+    if len(x) == 0:
+        return torch.empty(0, dtype=torch.long)
+    return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
+
+
+def evaluate(model: Classifier, dataset: Dataset) -> float:
+    """Accuracy of `model` on `dataset`."""
+    return float((predict(model, dataset.x) == dataset.y).float().mean())

@@ -1,0 +1,187 @@
+"""The threat model (what the attacker may do) and the PoisonSet (what an attack returns)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .data import Dataset, check_images
+from .data.files import atomic_write_bytes
+from .errors import ConfigError, DataError
+
+GOALS = ("integrity", "availability")
+KNOWLEDGE = ("white-box", "grey-box", "black-box")
+SETTINGS = ("frozen", "finetune", "scratch")
+
+
+def resolve_budget(budget: int | float, n_train: int) -> int:
+    """A budget as a count of poisons: an int is a count, a float in (0, 1] a fraction of the training set."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or math.isnan(budget):
+        raise ConfigError(f"budget {budget!r} must be a number: a count of poisons (e.g. 10) or a fraction of "
+                          "the training set in (0, 1] (e.g. 0.01).")
+    if isinstance(budget, float):
+        if budget.is_integer() and budget > 1:
+            raise ConfigError(f"budget {budget} is ambiguous: a fraction must lie in (0, 1]; for a count of "
+                              f"poisons write the integer {int(budget)}.")
+        if not 0 < budget <= 1:
+            raise ConfigError(f"budget {budget} is not a fraction in (0, 1] of the training set; write a fraction "
+                              "such as 0.05 for 5%, or a whole count of poisons such as 10.")
+        return int(round(budget * n_train))
+    if not 0 <= budget <= n_train:
+        raise ConfigError(f"budget of {budget} poisons exceeds the training set of {n_train} samples; use at most "
+                          f"{n_train}, or a fraction below 1.")
+    return budget
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Everything the attacker may do, validated once here; attacks read it and never re-validate it.
+
+    `budget` is the number of training samples the attacker replaces; `eps` the L-inf bound on how far a
+    poison may move from its base (1.0 = unbounded); `clean_label` forbids changing labels.
+    """
+
+    budget: int
+    n_train: int
+    num_classes: int
+    eps: float = 1.0
+    clean_label: bool = False
+    target_class: int | None = None
+    goal: Literal["integrity", "availability"] = "integrity"
+    knowledge: Literal["white-box", "grey-box", "black-box"] = "white-box"
+    setting: Literal["frozen", "finetune", "scratch"] = "scratch"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.budget <= self.n_train:
+            raise ConfigError(f"budget of {self.budget} poisons exceeds the training set of {self.n_train} "
+                              f"samples; use at most {self.n_train}.")
+        if not (isinstance(self.eps, (int, float)) and 0.0 <= self.eps <= 1.0):
+            raise ConfigError(f"eps {self.eps!r} must lie in [0, 1] (pixel scale; e.g. 8/255 = {8 / 255:.4f}).")
+        if self.target_class is not None and not 0 <= self.target_class < self.num_classes:
+            raise ConfigError(f"target class {self.target_class} does not exist: the data has classes "
+                              f"0..{self.num_classes - 1}.")
+        for name, value, allowed in (("goal", self.goal, GOALS), ("knowledge", self.knowledge, KNOWLEDGE),
+                                     ("setting", self.setting, SETTINGS)):
+            if value not in allowed:
+                raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}.")
+
+    @classmethod
+    def for_data(cls, train: Dataset, budget: int | float, **fields) -> ThreatModel:
+        """A threat model against `train`, with the budget given as a count (int) or a fraction (float)."""
+        return cls(budget=resolve_budget(budget, len(train)), n_train=len(train), num_classes=train.num_classes,
+                   **fields)
+
+
+def backdoor_labels(y: torch.Tensor, mode: str | None, target_class: int | None, num_classes: int) -> torch.Tensor:
+    """All-to-one: every triggered image should become `target_class`; all-to-all: class i becomes i+1."""
+    if mode == "all-to-all":
+        return (y + 1) % num_classes
+    return torch.full_like(y, target_class)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A backdoor trigger: `apply(x) = (1 - mask) * x + mask * pattern` (mask in [0, 1], C×H×W or 1×H×W).
+
+    A patch trigger has mask 1 on the patch; a blended trigger has mask = alpha everywhere.
+    """
+
+    mask: torch.Tensor
+    pattern: torch.Tensor
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != self.pattern.shape[-2:]:
+            raise DataError(f"the trigger is for {tuple(self.pattern.shape[-2:])} images; got images of "
+                            f"{tuple(x.shape[-2:])}.")
+        return (1 - self.mask) * x + self.mask * self.pattern
+
+
+@dataclass(frozen=True)
+class PoisonSet:
+    """An attack's whole output: which training samples are replaced, by what, and what the attacker wants.
+
+    `target_class` is the class the attacker aims for (all-to-one backdoors, targeted attacks); with
+    `backdoor_mode="all-to-all"` a triggered image of class i should be classified as i+1 (mod classes).
+    """
+
+    indices: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    attack: str
+    target_class: int | None = None
+    trigger: Trigger | None = None
+    backdoor_mode: Literal["all-to-one", "all-to-all"] | None = None
+    target_index: int | None = None
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.indices)
+        if self.indices.dtype != torch.int64 or self.indices.ndim != 1 or len(set(self.indices.tolist())) != n:
+            raise DataError("PoisonSet.indices must be distinct int64 training indices.")
+        if len(self.x) != n or len(self.y) != n or self.y.dtype != torch.int64:
+            raise DataError(f"PoisonSet holds {n} indices, {len(self.x)} images and {len(self.y)} labels; each "
+                            "poison needs one of each (labels int64).")
+        if n:
+            check_images(self.x, "PoisonSet.x")
+        if self.backdoor_mode == "all-to-one" and self.target_class is None:
+            raise DataError("an all-to-one backdoor needs a target_class.")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def apply(self, train: Dataset) -> Dataset:
+        """The poisoned training set: `train` with the poisons in place of their bases."""
+        if len(self) and (int(self.indices.max()) >= len(train) or int(self.indices.min()) < 0):
+            raise DataError(f"the poison set replaces index {int(self.indices.max())}, beyond the training set of "
+                            f"{len(train)}: it was crafted for other data.")
+        if len(self) and self.x.shape[1:] != train.x.shape[1:]:
+            raise DataError(f"the poisons are {tuple(self.x.shape[1:])} images; the training set holds "
+                            f"{tuple(train.x.shape[1:])} images.")
+        return train.with_samples(self.indices, self.x, self.y)
+
+    def backdoor_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """The label the attacker wants for triggered images whose true labels are `y`."""
+        return backdoor_labels(y, self.backdoor_mode, self.target_class, self.num_classes)
+
+    def save(self, path: str | Path) -> Path:
+        """Write `path` (.npz: poisons, indices, trigger, and the metadata as JSON) and a readable .json beside it."""
+        path = Path(path).with_suffix(".npz")
+        meta = {"format": "poisonlab.PoisonSet/1", "num_classes": self.num_classes, "attack": self.attack,
+                "target_class": self.target_class, "backdoor_mode": self.backdoor_mode,
+                "target_index": self.target_index, "params": self.params, "n_poisons": len(self)}
+        arrays = {"indices": self.indices.numpy(), "x": self.x.numpy(), "y": self.y.numpy(),
+                  "metadata": np.array(json.dumps(meta, default=str))}
+        if self.trigger is not None:
+            arrays |= {"trigger_mask": self.trigger.mask.numpy(), "trigger_pattern": self.trigger.pattern.numpy()}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1, default=str).encode())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PoisonSet:
+        """Read a PoisonSet written by `save` (no pickles are loaded)."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+            meta = json.loads(str(arrays["metadata"]))
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise DataError(f"{path} is not a poison set saved by poisonlab ({exc}).") from None
+        if meta.get("format") != "poisonlab.PoisonSet/1":
+            raise DataError(f"{path} has format {meta.get('format')!r}; expected 'poisonlab.PoisonSet/1'.")
+        trigger = None
+        if "trigger_mask" in arrays:
+            trigger = Trigger(torch.from_numpy(arrays["trigger_mask"]), torch.from_numpy(arrays["trigger_pattern"]))
+        return cls(torch.from_numpy(arrays["indices"]).long(), torch.from_numpy(arrays["x"]),
+                   torch.from_numpy(arrays["y"]).long(), meta["num_classes"], meta["attack"], meta["target_class"],
+                   trigger, meta["backdoor_mode"], meta["target_index"], meta["params"])

@@ -1,0 +1,118 @@
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from poisonlab.bench.report import markdown, summarize
+from poisonlab.bench.runner import run_scenarios
+from poisonlab.bench.scenario import Scenario, load_yaml, parse_budget, parse_params, scenario_from_dict
+from poisonlab.bench.store import Store
+from poisonlab.bench.suites import load_suite
+from poisonlab.errors import ConfigError
+
+SMALL = dict(dataset="digits", model="logistic", attack="badnets", budget=0.05, target_class=1,
+             recipe=dict(epochs=3, batch_size=64, lr=0.01), trials=2)
+
+
+def test_scenario_round_trips_through_yaml_and_rejects_typos(tmp_path):
+    scenario = scenario_from_dict(SMALL)
+    path = tmp_path / "s.yaml"
+    path.write_text(scenario.to_yaml())
+    again = scenario_from_dict(load_yaml(path))
+    assert again == scenario and again.hash == scenario.hash
+    with pytest.raises(ConfigError, match="attak"):
+        scenario_from_dict({**SMALL, "attak": "badnets"})
+    with pytest.raises(ConfigError, match="recipe.epoch"):
+        scenario_from_dict({**SMALL, "recipe": {"epoch": 3}})
+
+
+def test_hash_ignores_name_trials_and_data_location_only():
+    a = scenario_from_dict(SMALL)
+    assert a.hash == scenario_from_dict({**SMALL, "name": "x", "trials": 9, "data_root": "/elsewhere"}).hash
+    assert a.hash != scenario_from_dict({**SMALL, "budget": 0.1}).hash
+
+
+def test_cli_value_parsing():
+    assert parse_budget("10") == 10 and parse_budget("0.01") == 0.01 and isinstance(parse_budget("2.0"), float)
+    assert parse_params(["patch_size=4", "pattern=white", "alpha=0.3"]) == {"patch_size": 4, "pattern": "white",
+                                                                            "alpha": 0.3}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_params(["patch_size"])
+
+
+def test_runner_stores_one_row_per_trial_and_resumes_without_duplicates(tmp_path):
+    scenario = scenario_from_dict(SMALL)
+    store = run_scenarios([scenario], tmp_path, progress=False)
+    first = store.trials(scenario.hash)
+    more = Scenario.model_validate({**SMALL, "trials": 3})
+    store = run_scenarios([more], tmp_path, progress=False)
+    rows = store.trials(scenario.hash)
+    assert [r["trial"] for r in rows] == [0, 1, 2]
+    assert rows[:2] == first  # finished trials were skipped, not rerun
+    [summary] = summarize(store)
+    assert summary["trials"] == 3 and summary["attack_success_rate"] > 0.5
+    assert "| digits/logistic/badnets@0.05 |" in markdown([summary])
+
+
+def test_parallel_workers_run_every_trial_once(tmp_path):
+    scenario = scenario_from_dict({**SMALL, "trials": 4})
+    store = run_scenarios([scenario], tmp_path, workers=2, progress=False)
+    assert [r["trial"] for r in store.trials(scenario.hash)] == [0, 1, 2, 3]
+
+
+def test_configuration_errors_surface_before_any_trial_runs(tmp_path):
+    with pytest.raises(ConfigError, match="target class 12 does not exist"):
+        run_scenarios([scenario_from_dict({**SMALL, "target_class": 12})], tmp_path, progress=False)
+    assert not Store(tmp_path).scenarios()
+
+
+def test_quick_suite_lists_both_datasets_or_says_why_one_is_skipped(fashion):
+    suite = load_suite("quick")
+    assert len(suite.scenarios) == 10 and not suite.skipped
+    assert {s.attack for s in suite.scenarios} == {"none", "label-flip", "badnets", "blended"}
+
+
+def test_quick_suite_skips_a_missing_optional_dataset(monkeypatch):
+    from poisonlab.data import loaders
+
+    monkeypatch.setattr(loaders, "DEBIAN_DIRS", {})
+    suite = load_suite("quick")
+    assert len(suite.scenarios) == 5 and "fashion-mnist" in suite.skipped[0]
+
+
+def cli(*args, **kwargs) -> list[str]:
+    return [sys.executable, "-m", "poisonlab.cli", *args]
+
+
+def stored_rows(out) -> list[tuple]:
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        rows = conn.execute("SELECT scenario_hash, trial, result FROM trials ORDER BY scenario_hash, trial").fetchall()
+    timing = ("seconds", "craft_seconds", "train_seconds")
+    return [(h, t, {k: v for k, v in json.loads(r).items() if k not in timing}) for h, t, r in rows]
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_rows(tmp_path):
+    args = ["run", "--dataset", "digits", "--model", "mlp", "--attack", "badnets", "--budget", "0.05",
+            "--target-class", "1", "--epochs", "25", "--batch-size", "32", "--trials", "5", "--no-progress"]
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(cli(*args, "--out", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "results.sqlite").is_file() and len(stored_rows(killed)) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(stored_rows(killed))
+    assert 2 <= partial < 5
+    subprocess.run(cli(*args, "--out", str(killed)), check=True, capture_output=True)
+    subprocess.run(cli(*args, "--out", str(clean)), check=True, capture_output=True)
+    resumed = stored_rows(killed)
+    assert [t for _, t, _ in resumed] == [0, 1, 2, 3, 4]
+    assert resumed == stored_rows(clean)

@@ -1,0 +1,107 @@
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.test_data import Evil, write_cifar_batches
+
+FIELDS = {"scenario", "trials", "clean_accuracy", "attack_success_rate", "attack_success_ci", "test_error",
+          "seconds_per_trial"}
+
+
+def poisonlab(*args, check=False):
+    result = subprocess.run([sys.executable, "-m", "poisonlab.cli", *args], capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_list_names_every_registry():
+    out = poisonlab("list", check=True).stdout
+    for name in ("digits", "fashion-mnist", "convnet", "resnet18", "badnets", "blended", "label-flip", "quick"):
+        assert name in out
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["report"], ["list"]])
+def test_every_command_has_useful_help(command):
+    out = poisonlab(*command, "--help", check=True).stdout
+    assert "Usage" in out and len(out.splitlines()) > 5
+
+
+def test_run_prints_json_rows_with_the_stable_fields(tmp_path):
+    out = poisonlab("run", "--dataset", "digits", "--model", "logistic", "--attack", "badnets", "--budget", "0.05",
+                    "--target-class", "7", "--epochs", "3", "--trials", "2", "--seed", "1", "--out", str(tmp_path),
+                    "--json", "--no-progress", check=True).stdout
+    [row] = json.loads(out)
+    assert FIELDS <= row.keys() and row["trials"] == 2
+    low, high = row["attack_success_ci"]
+    assert low <= row["attack_success_rate"] <= high
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "results.sqlite").is_file()
+    report = poisonlab("report", str(tmp_path), check=True).stdout
+    assert "digits/logistic/badnets@0.05" in report
+
+
+def test_run_reads_a_yaml_scenario_and_flags_override_it(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text("dataset: digits\nmodel: logistic\nattack: label-flip\nbudget: 0.1\nrecipe: {epochs: 2}\n")
+    out = poisonlab("run", "-c", str(config), "--budget", "20", "--out", str(tmp_path / "o"), "--json",
+                    "--no-progress", check=True).stdout
+    [row] = json.loads(out)
+    assert row["n_poisons"] == 20 and row["attack_success_rate"] is None
+
+
+def assert_one_paragraph_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_budget_of_two_is_a_clear_error(tmp_path):
+    result = poisonlab("run", "--attack", "badnets", "--budget", "2.0", "--target-class", "1", "--out", str(tmp_path))
+    assert_one_paragraph_error(result, "budget 2.0 is ambiguous")
+
+
+def test_nonexistent_target_class_is_a_clear_error(tmp_path):
+    result = poisonlab("run", "--attack", "badnets", "--budget", "0.01", "--target-class", "12", "--out", str(tmp_path))
+    assert_one_paragraph_error(result, "target class 12 does not exist")
+
+
+def test_corrupt_and_missing_data_files_are_clear_errors(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    result = poisonlab("run", "--dataset", "npz", "--data-root", str(tmp_path / "bad.npz"), "--out", str(tmp_path))
+    assert_one_paragraph_error(result, "bad.npz", "not a readable .npz")
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b truncated")
+    result = poisonlab("run", "--dataset", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert_one_paragraph_error(result, "train-images-idx3-ubyte.gz")
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    write_cifar_batches(tmp_path / "cifar-10-batches-py")
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(Evil()))
+    result = poisonlab("run", "--dataset", "cifar10", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert_one_paragraph_error(result, "refused to unpickle")
+    assert not (tmp_path / "pwned-by-pickle").exists()
+
+
+def test_unknown_names_and_typos_are_clear_errors(tmp_path):
+    assert_one_paragraph_error(poisonlab("run", "--attack", "badnetz", "--out", str(tmp_path)), "badnets")
+    assert_one_paragraph_error(poisonlab("run", "-p", "patchsize=3", "--attack", "badnets", "--target-class", "1",
+                                         "--budget", "3", "--out", str(tmp_path)), "patch_size")
+    assert_one_paragraph_error(poisonlab("bench", "--suite", "nope"), "quick")
+    assert_one_paragraph_error(poisonlab("report", str(tmp_path / "nothing")), "results.sqlite")
+
+
+def test_npz_data_runs_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 2
+    x = (rng.random((200, 6, 6)) * 0.3 + y[:, None, None] * 0.5).astype(np.float32)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    out = poisonlab("run", "--dataset", "npz", "--data-root", str(tmp_path / "mine.npz"), "--model", "logistic",
+                    "--epochs", "30", "--lr", "0.05", "--out", str(tmp_path / "o"), "--json", "--no-progress",
+                    check=True).stdout
+    assert json.loads(out)[0]["clean_accuracy"] > 0.9

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from poisonlab.errors import ConfigError, DataError
+from poisonlab.models import MODELS, ModelCache, TrainRecipe, build_model, evaluate, train
+from poisonlab.models.train import augment
+from poisonlab.seeding import generator
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_every_model_has_features_and_a_head(name, shape):
+    if name == "resnet18" and shape != (3, 32, 32):
+        pytest.skip("resnet18 is checked on CIFAR-shaped input only, to keep the suite fast")
+    model = build_model(name, shape, 10).eval()
+    x = torch.rand(2, *shape)
+    features = model.features(x)
+    assert features.shape == (2, model.head.in_features)
+    assert torch.allclose(model(x), model.head(features))
+
+
+def test_build_model_is_seeded_and_rejects_unknown_names():
+    a, b = build_model("mlp", (1, 8, 8), 10, seed=1), build_model("mlp", (1, 8, 8), 10, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    with pytest.raises(ConfigError, match="logistic, linear-svm, mlp, convnet, resnet18"):
+        build_model("vgg", (1, 8, 8), 10)
+
+
+def test_training_is_deterministic_and_learns_digits(digits):
+    recipe = TrainRecipe(epochs=15, batch_size=64, lr=0.01)
+    a = train(build_model("logistic", digits.train.shape, 10, seed=0), digits.train, recipe, seed=5)
+    b = train(build_model("logistic", digits.train.shape, 10, seed=0), digits.train, recipe, seed=5)
+    assert torch.equal(a.head.weight, b.head.weight)
+    assert evaluate(a, digits.test) > 0.93
+
+
+def test_hinge_svm_and_sgd_cosine_recipe_learn_digits(digits):
+    recipe = TrainRecipe(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, schedule="cosine", weight_decay=1e-4)
+    model = train(build_model("linear-svm", digits.train.shape, 10), digits.train, recipe)
+    assert evaluate(model, digits.test) > 0.9
+
+
+def test_frozen_setting_trains_only_the_head(digits):
+    model = build_model("convnet", digits.train.shape, 10)
+    before = [p.clone() for p in model.extractor.parameters()]
+    buffers = [b.clone() for b in model.extractor.buffers()]
+    head = model.head.weight.clone()
+    train(model, digits.train, TrainRecipe(epochs=1, trainable="head"))
+    assert all(torch.equal(p, q) for p, q in zip(before, model.extractor.parameters(), strict=True))
+    assert all(torch.equal(p, q) for p, q in zip(buffers, model.extractor.buffers(), strict=True))
+    assert not torch.equal(head, model.head.weight)
+
+
+def test_augmentation_is_batched_seeded_and_shape_preserving():
+    x = torch.rand(16, 3, 32, 32)
+    a, b = augment(x, "flip-crop", generator(0)), augment(x, "flip-crop", generator(0))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+    assert augment(x, "none", generator(0)) is x
+
+
+def test_recipe_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="epoch"):
+        TrainRecipe(epoch=3)
+
+
+def test_model_cache_trains_once_and_reloads_identical_weights(tmp_path, digits):
+    cache, calls = ModelCache(tmp_path), []
+    config = {"model": "logistic", "epochs": 1}
+
+    def build():
+        return build_model("logistic", digits.train.shape, 10)
+
+    def fit(model):
+        calls.append(1)
+        train(model, digits.train, TrainRecipe(epochs=1))
+
+    first = cache.get(config, build, fit)
+    second = cache.get(dict(reversed(config.items())), build, fit)
+    assert calls == [1] and torch.equal(first.head.weight, second.head.weight)
+    cache.path(config).write_bytes(b"not a state dict")
+    with pytest.raises(DataError, match="delete it to retrain"):
+        cache.get(config, build, fit)

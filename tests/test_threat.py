@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from poisonlab.attacks import make_attack
+from poisonlab.errors import ConfigError, DataError
+from poisonlab.threat import PoisonSet, ThreatModel, resolve_budget
+
+
+def test_budget_is_a_count_or_a_fraction():
+    assert resolve_budget(10, 1000) == 10
+    assert resolve_budget(0.01, 1000) == 10
+    assert resolve_budget(1.0, 1000) == 1000
+
+
+@pytest.mark.parametrize("budget, message", [(2.0, "ambiguous"), (1.5, "not a fraction"), (-0.1, "not a fraction"),
+                                             (5000, "exceeds the training set of 1000"), (float("nan"), "number")])
+def test_bad_budgets_are_refused_with_a_fix(budget, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_budget(budget, 1000)
+
+
+def test_threat_model_validates_eps_and_target(digits):
+    with pytest.raises(ConfigError, match=r"eps 1.5 must lie in \[0, 1\]"):
+        ThreatModel.for_data(digits.train, 10, eps=1.5)
+    with pytest.raises(ConfigError, match="target class 12 does not exist"):
+        ThreatModel.for_data(digits.train, 10, target_class=12)
+    with pytest.raises(ConfigError, match="knowledge"):
+        ThreatModel.for_data(digits.train, 10, knowledge="omniscient")
+    threat = ThreatModel.for_data(digits.train, 0.05, eps=8 / 255, target_class=3)
+    assert threat.budget == 72 and threat.n_train == 1437
+
+
+def test_poison_set_round_trips_through_npz(tmp_path, digits):
+    threat = ThreatModel.for_data(digits.train, 20, target_class=7)
+    poison = make_attack("badnets", pattern="random").craft(digits.train, threat, seed=1)
+    path = poison.save(tmp_path / "poisons")
+    assert path.suffix == ".npz" and path.with_suffix(".json").is_file()
+    loaded = PoisonSet.load(path)
+    assert torch.equal(loaded.x, poison.x) and torch.equal(loaded.indices, poison.indices)
+    assert torch.equal(loaded.trigger.apply(digits.test.x), poison.trigger.apply(digits.test.x))
+    assert (loaded.target_class, loaded.backdoor_mode, loaded.params) == (7, "all-to-one", poison.params)
+
+
+def test_poison_set_refuses_mismatched_data(tmp_path, digits, fashion):
+    threat = ThreatModel.for_data(digits.train, 20, target_class=7)
+    poison = make_attack("badnets").craft(digits.train, threat)
+    with pytest.raises(DataError, match="poisons are"):
+        poison.apply(fashion.test)
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(DataError, match="not a poison set"):
+        PoisonSet.load(tmp_path / "junk.npz")
+
+
+def test_poison_set_validates_its_parts():
+    with pytest.raises(DataError, match="distinct"):
+        PoisonSet(torch.tensor([1, 1]), torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), 2, "x")
+    with pytest.raises(DataError, match="one of each"):
+        PoisonSet(torch.tensor([1, 2]), torch.zeros(1, 1, 2, 2), torch.zeros(2, dtype=torch.long), 2, "x")
