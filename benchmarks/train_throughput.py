@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+    measure("logistic", load_dataset("digits").train, 1, args.batch_size)  # warm-up: first-call overheads
     for dataset, models in (("digits", ("logistic", "mlp", "convnet")),
                             ("fashion-mnist", ("logistic", "mlp", "convnet"))):
         data = load_dataset(dataset).train

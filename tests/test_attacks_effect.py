@@ -26,7 +26,7 @@ def rates(scenario: dict, trials: int) -> tuple[float, float]:
 def test_badnets_reaches_90pct_asr_at_1pct_budget_on_digits_keeping_clean_accuracy():
     clean, _ = rates(DIGITS, 2)
     accuracy, success = rates({**DIGITS, "attack": "badnets", "budget": 0.01, "attack_params": DIGITS_BADNETS}, 2)
-    assert success >= 0.90  # measured: 99.5% over these 2 trials (14 poisons)
+    assert success >= 0.90  # measured: 100% over these 2 trials (14 poisons)
     assert accuracy >= clean - 0.02
 
 
@@ -42,7 +42,7 @@ def test_badnets_reaches_90pct_asr_at_1pct_budget_on_fashion_mnist(fashion):
 
 def test_blended_backdoor_reaches_90pct_asr_at_5pct_on_digits():
     accuracy, success = rates({**DIGITS, "attack": "blended", "budget": 0.05}, 1)
-    assert success >= 0.90 and accuracy >= 0.95  # measured: 100% / 99.7%
+    assert success >= 0.90 and accuracy >= 0.95  # measured: 99.4% / 98.9%
 
 
 def test_all_to_all_badnets_moves_each_class_to_the_next(digits):
@@ -52,7 +52,7 @@ def test_all_to_all_badnets_moves_each_class_to_the_next(digits):
     model = build_model("convnet", digits.train.shape, 10)
     train(model, poison.apply(digits.train), TrainRecipe(**DIGITS["recipe"]))
     assert attack_success_rate(model, digits.test, poison).value >= 0.7  # measured: 0.89
-    assert clean_accuracy(model, digits.test).value >= 0.95
+    assert clean_accuracy(model, digits.test).value >= 0.95  # measured: 0.983
 
 
 def test_label_flipping_40pct_raises_logistic_test_error_on_digits():

@@ -116,3 +116,17 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_rows(tmp_path):
     resumed = stored_rows(killed)
     assert [t for _, t, _ in resumed] == [0, 1, 2, 3, 4]
     assert resumed == stored_rows(clean)
+
+
+@pytest.mark.slow
+def test_quick_suite_meets_its_acceptance_through_the_cli(tmp_path, fashion):
+    """The README's main job: BadNets at 1% reaches 90% on digits and Fashion-MNIST, clean accuracy within 2 points."""
+    result = subprocess.run(cli("bench", "--suite", "quick", "--out", str(tmp_path), "--json", "--no-progress"),
+                            capture_output=True, text=True, check=True)
+    rows = {r["scenario"]: r for r in json.loads(result.stdout)}
+    for dataset in ("digits", "fashion-mnist"):
+        clean, badnets = rows[f"{dataset}: clean"], rows[f"{dataset}: badnets 1%"]
+        assert badnets["attack_success_rate"] >= 0.90
+        assert badnets["clean_accuracy"] >= clean["clean_accuracy"] - 0.02
+    table = [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table) == 12  # header, rule and one row per scenario
