@@ -1,4 +1,4 @@
-"""Each attack's effect at small scale, against thresholds measured on this code (see docs/attacks.md)."""
+"""Each attack's effect at small scale, against thresholds measured on this code (see docs/attacks/)."""
 
 import torch
 
