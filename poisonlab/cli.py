@@ -57,8 +57,10 @@ def run(
     = None,
     train_size: Annotated[int | None, typer.Option(help="Seeded random subset of the training set.")] = None,
     test_size: Annotated[int | None, typer.Option(help="Seeded random subset of the test set.")] = None,
+    val_size: Annotated[int | None, typer.Option(help="The attacker's validation set, drawn from the training "
+                                                 "split apart from the training samples (bilevel attacks).")] = None,
     model: Annotated[str | None, typer.Option(help="logistic | linear-svm | mlp | convnet | resnet18")] = None,
-    attack: Annotated[str | None, typer.Option(help="none | label-flip | badnets | blended (see `list`)")]
+    attack: Annotated[str | None, typer.Option(help="none | label-flip | badnets | blended | svm-kkt (see `list`)")]
     = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter KEY=VALUE "
                                                        "(repeatable), e.g. -p patch_size=4 -p mode=all-to-all.")]
@@ -72,7 +74,9 @@ def run(
     epochs: Annotated[int | None, typer.Option(help="Victim training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Victim training batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Victim learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adam | sgd")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam | sgd | exact (linear models solved to optimality)")]
+    = None,
+    c: Annotated[float | None, typer.Option("--C", help="Inverse regularisation of the exact solvers.")] = None,
     augment: Annotated[str | None, typer.Option(help="none | crop | flip-crop")] = None,
     trials: Annotated[int | None, typer.Option(help="Independent trials (own split, poisons, init).")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed; trial i uses a seed derived from it.")] = None,
@@ -87,8 +91,9 @@ def run(
 
     fields = load_yaml(config) if config else {}
     recipe = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                                    augment=augment).items() if v is not None}
-    flags = dict(dataset=dataset, data_root=data_root, train_size=train_size, test_size=test_size, model=model,
+                                    augment=augment, C=c).items() if v is not None}
+    flags = dict(dataset=dataset, data_root=data_root, train_size=train_size, test_size=test_size,
+                 val_size=val_size, model=model,
                  attack=attack, eps=eps, target_class=target_class, clean_label=clean_label, trials=trials,
                  seed=seed, classes=parse_classes(classes) if classes else None,
                  budget=parse_budget(budget) if budget is not None else None,

@@ -109,6 +109,8 @@ class PoisonSet:
 
     `target_class` is the class the attacker aims for (all-to-one backdoors, targeted attacks); with
     `backdoor_mode="all-to-all"` a triggered image of class i should be classified as i+1 (mod classes).
+    With `insertion="replace"` each poison takes its base's place; with "add" (bilevel attacks, which add points
+    to the training set) the poisons are appended and `indices` names the samples they were cloned from.
     """
 
     indices: torch.Tensor
@@ -121,6 +123,7 @@ class PoisonSet:
     backdoor_mode: Literal["all-to-one", "all-to-all"] | None = None
     target_index: int | None = None
     params: dict = field(default_factory=dict)
+    insertion: Literal["replace", "add"] = "replace"
 
     def __post_init__(self) -> None:
         n = len(self.indices)
@@ -133,6 +136,8 @@ class PoisonSet:
             check_images(self.x, "PoisonSet.x")
         if self.backdoor_mode == "all-to-one" and self.target_class is None:
             raise DataError("an all-to-one backdoor needs a target_class.")
+        if self.insertion not in ("replace", "add"):
+            raise DataError(f"PoisonSet.insertion must be 'replace' or 'add'; got {self.insertion!r}.")
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -145,6 +150,8 @@ class PoisonSet:
         if len(self) and self.x.shape[1:] != train.x.shape[1:]:
             raise DataError(f"the poisons are {tuple(self.x.shape[1:])} images; the training set holds "
                             f"{tuple(train.x.shape[1:])} images.")
+        if self.insertion == "add":
+            return train.with_added(self.x, self.y, train.index[self.indices])
         return train.with_samples(self.indices, self.x, self.y)
 
     def backdoor_targets(self, y: torch.Tensor) -> torch.Tensor:
@@ -156,7 +163,8 @@ class PoisonSet:
         path = Path(path).with_suffix(".npz")
         meta = {"format": "poisonlab.PoisonSet/1", "num_classes": self.num_classes, "attack": self.attack,
                 "target_class": self.target_class, "backdoor_mode": self.backdoor_mode,
-                "target_index": self.target_index, "params": self.params, "n_poisons": len(self)}
+                "target_index": self.target_index, "params": self.params, "n_poisons": len(self),
+                "insertion": self.insertion}
         arrays = {"indices": self.indices.numpy(), "x": self.x.numpy(), "y": self.y.numpy(),
                   "metadata": np.array(json.dumps(meta, default=str))}
         if self.trigger is not None:
@@ -184,4 +192,5 @@ class PoisonSet:
             trigger = Trigger(torch.from_numpy(arrays["trigger_mask"]), torch.from_numpy(arrays["trigger_pattern"]))
         return cls(torch.from_numpy(arrays["indices"]).long(), torch.from_numpy(arrays["x"]),
                    torch.from_numpy(arrays["y"]).long(), meta["num_classes"], meta["attack"], meta["target_class"],
-                   trigger, meta["backdoor_mode"], meta["target_index"], meta["params"])
+                   trigger, meta["backdoor_mode"], meta["target_index"], meta["params"],
+                   meta.get("insertion", "replace"))

@@ -8,58 +8,69 @@ from poisonlab.errors import ConfigError
 from poisonlab.threat import PoisonSet, ThreatModel
 
 NAMES = list(ATTACKS)
+FAST = {"svm-kkt": {"steps": 5}}  # keep each call under a second; the effect tests use the defaults
+
+
+def make(name, **params):
+    return make_attack(name, **{**FAST.get(name, {}), **params})
+
+
+@pytest.fixture(scope="module")
+def task(digits):
+    """A small binary task (3 vs 8) with an attacker's validation set, which suits every attack."""
+    return digits.subset(classes=[3, 8], train_size=120, val_size=60, seed=0)
 
 
 @pytest.fixture
-def threat(digits):
-    return ThreatModel.for_data(digits.train, 30, target_class=3)
+def threat(task):
+    return ThreatModel.for_data(task.train, 6, target_class=1)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_budget_is_respected_and_indices_are_valid(name, digits, threat):
-    poison = make_attack(name).craft(digits.train, threat, seed=0)
+def test_budget_is_respected_and_indices_are_valid(name, task, threat):
+    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
     assert len(poison) <= threat.budget
     assert len(poison) == (0 if name == "none" else threat.budget)
     if len(poison):
-        assert 0 <= int(poison.indices.min()) and int(poison.indices.max()) < len(digits.train)
+        assert 0 <= int(poison.indices.min()) and int(poison.indices.max()) < len(task.train)
         assert 0.0 <= float(poison.x.min()) and float(poison.x.max()) <= 1.0
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_eps_is_respected_or_the_attack_says_it_changes_labels(name, digits):
-    threat = ThreatModel.for_data(digits.train, 30, target_class=3, eps=0.1)
-    poison = make_attack(name).craft(digits.train, threat, seed=0)
+def test_eps_is_respected_or_the_attack_says_it_changes_labels(name, task):
+    threat = ThreatModel.for_data(task.train, 6, target_class=1, eps=0.1)
+    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
     if ATTACKS[name].changes_labels:
         pytest.skip("dirty-label attacks are unbounded in their papers; the clean-label check below covers them")
-    assert bool(((poison.x - digits.train.x[poison.indices]).abs() <= 0.1 + 1e-6).all())
-    assert torch.equal(poison.y, digits.train.y[poison.indices])
+    assert bool(((poison.x - task.train.x[poison.indices]).abs() <= 0.1 + 1e-6).all())
+    assert torch.equal(poison.y, task.train.y[poison.indices])
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_callers_data_is_untouched(name, digits, threat):
-    x, y = digits.train.x.clone(), digits.train.y.clone()
-    poison = make_attack(name).craft(digits.train, threat, seed=0)
-    poisoned = poison.apply(digits.train)
-    assert torch.equal(digits.train.x, x) and torch.equal(digits.train.y, y)
-    assert len(poisoned) == len(digits.train)
+def test_callers_data_is_untouched(name, task, threat):
+    x, y = task.train.x.clone(), task.train.y.clone()
+    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
+    poisoned = poison.apply(task.train)
+    assert torch.equal(task.train.x, x) and torch.equal(task.train.y, y)
+    assert len(poisoned) == len(task.train) + (len(poison) if poison.insertion == "add" else 0)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_same_seed_same_poisons_other_seed_other_poisons(name, digits, threat):
-    attack = make_attack(name)
-    a, b = attack.craft(digits.train, threat, seed=4), attack.craft(digits.train, threat, seed=4)
-    c = attack.craft(digits.train, threat, seed=5)
+def test_same_seed_same_poisons_other_seed_other_poisons(name, task, threat):
+    attack = make(name)
+    a, b = (attack.craft(task.train, threat, seed=4, validation=task.val) for _ in range(2))
+    c = attack.craft(task.train, threat, seed=5, validation=task.val)
     assert torch.equal(a.x, b.x) and torch.equal(a.indices, b.indices) and torch.equal(a.y, b.y)
     if name != "none":
         assert not torch.equal(a.indices, c.indices)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_poison_set_round_trips(name, digits, threat, tmp_path):
-    poison = make_attack(name).craft(digits.train, threat, seed=0)
+def test_poison_set_round_trips(name, task, threat, tmp_path):
+    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
     loaded = PoisonSet.load(poison.save(tmp_path / name))
-    assert torch.equal(loaded.apply(digits.train).x, poison.apply(digits.train).x)
-    assert torch.equal(loaded.apply(digits.train).y, poison.apply(digits.train).y)
+    assert torch.equal(loaded.apply(task.train).x, poison.apply(task.train).x)
+    assert torch.equal(loaded.apply(task.train).y, poison.apply(task.train).y)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -74,6 +85,8 @@ def test_unknown_parameters_are_refused(name):
     ("blended", {"alpha": 1.5}, r"alpha=1.5 must lie in \(0, 1\]"),
     ("blended", {"pattern": "image"}, "needs image="),
     ("label-flip", {"to": "nowhere"}, "to='nowhere' is not one of"),
+    ("svm-kkt", {"kernel": "poly"}, "kernel='poly' is not one of"),
+    ("svm-kkt", {"C": 0}, "C > 0"),
 ])
 def test_bad_parameter_values_are_refused(name, params, message):
     with pytest.raises(ConfigError, match=message):
@@ -91,6 +104,13 @@ def test_a_backdoor_without_a_target_class_says_how_to_give_one(digits):
     threat = ThreatModel.for_data(digits.train, 10)
     with pytest.raises(ConfigError, match="--target-class"):
         make_attack("badnets").craft(digits.train, threat)
+
+
+def test_bilevel_attacks_say_what_data_they_need(digits, task):
+    with pytest.raises(ConfigError, match="binary SVM.*--classes"):
+        make("svm-kkt").craft(digits.train, ThreatModel.for_data(digits.train, 3), validation=digits.test)
+    with pytest.raises(ConfigError, match="--val-size"):
+        check_compatible(make("svm-kkt"), ThreatModel.for_data(task.train, 3))
 
 
 def test_unknown_attack_lists_the_valid_names():

@@ -222,5 +222,5 @@ def test_npz_loader_reads_both_layouts_and_refuses_pickles(tmp_path):
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="digits, mnist, fashion-mnist, cifar10, npz"):
+    with pytest.raises(ConfigError, match="digits, mnist, mnist-t10k, fashion-mnist, cifar10, npz"):
         load_dataset("imagenet")

@@ -11,8 +11,9 @@ from .base import Attack
 from .blended import Blended
 from .label_flip import LabelFlip
 from .none import NoAttack
+from .svm_kkt import SVMKKT
 
-ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, BadNets, Blended)}
+ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, BadNets, Blended, SVMKKT)}
 
 
 def make_attack(name: str, **params) -> Attack:
@@ -31,13 +32,17 @@ def make_attack(name: str, **params) -> Attack:
         raise ConfigError(f"attack {name!r}: {exc}.") from None
 
 
-def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None) -> None:
-    """What the runner checks once before crafting: labels, surrogate."""
+def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, validation=None) -> None:
+    """What the runner checks once before crafting: labels, surrogate, validation data."""
     if attack.changes_labels and threat.clean_label:
         raise ConfigError(f"{attack.name} changes labels, but the threat model is clean-label; use a clean-label "
                           "attack or set clean_label to false.")
     if attack.needs != "nothing" and surrogate is None:
         raise ConfigError(f"{attack.name} needs a surrogate model for its {attack.needs}; none was given.")
+    if getattr(attack, "needs_validation", False) and (validation is None or len(validation) == 0):
+        raise ConfigError(f"{attack.name} maximises the loss on the attacker's validation set: pass --val-size N "
+                          "(drawn from the training split, disjoint from the training samples).")
 
 
-__all__ = ["ATTACKS", "Attack", "BadNets", "Blended", "LabelFlip", "NoAttack", "check_compatible", "make_attack"]
+__all__ = ["ATTACKS", "Attack", "BadNets", "Blended", "LabelFlip", "NoAttack", "SVMKKT", "check_compatible",
+           "make_attack"]

@@ -63,6 +63,7 @@ class BadNets:
             return ((torch.arange(s)[:, None] + torch.arange(s)[None, :]) % 2 == 0).float().expand(channels, s, s)
         return (torch.rand(channels, s, s, generator=generator(self.pattern_seed, "badnets-pattern")) > 0.5).float()
 
-    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0) -> PoisonSet:
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0,
+              validation: Dataset | None = None) -> PoisonSet:
         return dirty_label_backdoor(self.name, train, threat, self.trigger(train.shape), self.mode,
                                     generator(seed, self.name), asdict(self))

@@ -13,7 +13,10 @@ from ..threat import PoisonSet, ThreatModel, Trigger, backdoor_labels
 
 
 class Attack(Protocol):
-    """Hyper-parameters as dataclass fields, one verb: craft(train, threat, surrogate, seed) -> PoisonSet."""
+    """Hyper-parameters as dataclass fields, one verb: craft(train, threat, surrogate, seed, validation) -> PoisonSet.
+
+    `validation` is the attacker's own held-out data, which bilevel attacks maximise their loss on.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -21,7 +24,7 @@ class Attack(Protocol):
     changes_labels: ClassVar[bool]
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | None = None,
-              seed: int = 0) -> PoisonSet: ...
+              seed: int = 0, validation: Dataset | None = None) -> PoisonSet: ...
 
 
 def choose_bases(candidates: torch.Tensor, budget: int, g: torch.Generator, what: str) -> torch.Tensor:

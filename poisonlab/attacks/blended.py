@@ -48,7 +48,8 @@ class Blended:
             pattern = self.image.expand(shape).clone()
         return Trigger(torch.full((1, *shape[1:]), float(self.alpha)), pattern)
 
-    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0) -> PoisonSet:
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0,
+              validation: Dataset | None = None) -> PoisonSet:
         params = {"alpha": self.alpha, "pattern": self.pattern, "mode": self.mode, "pattern_seed": self.pattern_seed}
         return dirty_label_backdoor(self.name, train, threat, self.trigger(train.shape), self.mode,
                                     generator(seed, self.name), params)

@@ -31,7 +31,8 @@ class LabelFlip:
     def __post_init__(self) -> None:
         check_choice("to", self.to, ("random", "target"))
 
-    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0) -> PoisonSet:
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0,
+              validation: Dataset | None = None) -> PoisonSet:
         g = generator(seed, self.name)
         if self.to == "target":
             target = require_target(threat, self.name)

@@ -18,6 +18,7 @@ class NoAttack:
     needs: ClassVar[str] = "nothing"
     changes_labels: ClassVar[bool] = False
 
-    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0) -> PoisonSet:
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0,
+              validation: Dataset | None = None) -> PoisonSet:
         return PoisonSet(torch.empty(0, dtype=torch.long), torch.empty(0, *train.shape),
                          torch.empty(0, dtype=torch.long), threat.num_classes, self.name)

@@ -25,6 +25,7 @@ def summarize(store: Store, scenarios: list[Scenario] | None = None) -> list[dic
 def summary_row(scenario: Scenario, trials: list[dict]) -> dict:
     accuracy = Rate(sum(t["correct"] for t in trials), sum(t["n_test"] for t in trials))
     error = Rate(accuracy.trials - accuracy.successes, accuracy.trials)
+    clean_error = Rate(accuracy.trials - sum(t["clean_victim_correct"] for t in trials), accuracy.trials)
     has_asr = all(t["asr_eligible"] is not None for t in trials)
     success = Rate(sum(t["asr_hits"] for t in trials), sum(t["asr_eligible"] for t in trials)) if has_asr else None
     return {
@@ -35,6 +36,7 @@ def summary_row(scenario: Scenario, trials: list[dict]) -> dict:
         "attack_success_rate": success.value if success else None,
         "attack_success_ci": list(success.ci) if success else None,
         "test_error": error.value, "test_error_ci": list(error.ci),
+        "clean_test_error": clean_error.value, "clean_test_error_ci": list(clean_error.ci),
         "seconds_per_trial": sum(t["seconds"] for t in trials) / len(trials),
         "scenario_hash": scenario.hash,
     }
@@ -48,15 +50,18 @@ def pct(value: float | None, ci: list[float] | None = None) -> str:
 
 
 def markdown(rows: list[dict], title: str | None = None) -> str:
-    """A Markdown table: scenario, poisons, trials, clean accuracy, attack success and test error with 95% CI."""
+    """A Markdown table: scenario, poisons, trials, clean accuracy, attack success and test error with 95% CI,
+    and the test error of the same victim trained on the clean data."""
     lines = [f"## {title}", ""] if title else []
     lines += ["| scenario | poisons | trials | clean accuracy [95% CI] | attack success [95% CI] | "
-              "test error [95% CI] | s/trial |", "| --- | ---: | ---: | --- | --- | --- | ---: |"]
+              "test error [95% CI] | clean-trained error | s/trial |",
+              "| --- | ---: | ---: | --- | --- | --- | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['scenario']} | {r['n_poisons']} | {r['trials']} | "
                      f"{pct(r['clean_accuracy'], r['clean_accuracy_ci'])} | "
                      f"{pct(r['attack_success_rate'], r['attack_success_ci'])} | "
-                     f"{pct(r['test_error'], r['test_error_ci'])} | {r['seconds_per_trial']:.1f} |")
+                     f"{pct(r['test_error'], r['test_error_ci'])} | {pct(r['clean_test_error'])} | "
+                     f"{r['seconds_per_trial']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

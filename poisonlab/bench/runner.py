@@ -28,23 +28,23 @@ def run_scenarios(scenarios: Sequence[Scenario], out_dir: str | Path, workers: i
     total = sum(s.trials for s in scenarios)
     with make_progress(progress) as bar:
         task = bar.add_task("trials", total=total, completed=total - len(pending))
-        for scenario, trial, result in execute(pending, workers):
+        for scenario, trial, result in execute(pending, workers, str(Path(out_dir) / "models")):
             store.add_trial(scenario.hash, trial, result)
             bar.update(task, advance=1, description=scenario.label)
     return store
 
 
-def execute(pending: list[tuple[Scenario, int]], workers: int):
+def execute(pending: list[tuple[Scenario, int]], workers: int, cache_dir: str):
     """Yield (scenario, trial, result) as trials finish, in this process or in `workers` processes."""
     if workers <= 1 or len(pending) <= 1:
         for scenario, trial in pending:
-            yield scenario, trial, run_trial(scenario, trial)
+            yield scenario, trial, run_trial(scenario, trial, cache_dir)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
                              initargs=(threads,)) as pool:
-        futures = {pool.submit(run_trial, s, t): (s, t) for s, t in pending}
+        futures = {pool.submit(run_trial, s, t, cache_dir): (s, t) for s, t in pending}
         for future in as_completed(futures):
             scenario, trial = futures[future]
             yield scenario, trial, future.result()

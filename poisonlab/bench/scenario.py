@@ -26,6 +26,7 @@ class Scenario(BaseModel):
     classes: list[int] | None = None
     train_size: int | None = Field(None, ge=1)
     test_size: int | None = Field(None, ge=1)
+    val_size: int | None = Field(None, ge=1)
     model: str = "convnet"
     recipe: TrainRecipe = TrainRecipe()
     attack: str = "none"

@@ -8,7 +8,7 @@ from functools import lru_cache
 from ..attacks import check_compatible, make_attack
 from ..data import Splits, load_dataset
 from ..metrics import attack_success_rate, clean_accuracy
-from ..models import build_model, train
+from ..models import Classifier, ModelCache, build_model, train
 from ..seeding import derive_seed
 from ..threat import ThreatModel
 from .scenario import Scenario
@@ -30,30 +30,57 @@ def prepare(scenario: Scenario, trial: int):
     """The trial's data, threat model and attack, validated (raises ConfigError/DataError before any training)."""
     seed = trial_seed(scenario, trial)
     splits = cached_splits(scenario.dataset, scenario.data_root)
-    data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size, seed=seed)
+    data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size, seed=seed,
+                         val_size=scenario.val_size)
     threat = ThreatModel.for_data(data.train, scenario.budget, eps=scenario.eps, clean_label=scenario.clean_label,
                                   target_class=scenario.target_class, goal=scenario.goal,
                                   knowledge=scenario.knowledge, setting=scenario.setting)
     attack = make_attack(scenario.attack, **scenario.attack_params)
-    check_compatible(attack, threat)
+    check_compatible(attack, threat, validation=data.val)
     build_model(scenario.model, data.train.shape, data.train.num_classes)  # fails fast on an unknown model
     return seed, data, threat, attack
 
 
-def run_trial(scenario: Scenario, trial: int) -> dict:
-    """Run trial `trial` of `scenario` and return its counts and timings."""
+VICTIM_FIELDS = {"dataset", "classes", "train_size", "test_size", "val_size", "model", "recipe", "seed"}
+
+
+def clean_victim(scenario: Scenario, trial: int, data: Splits, cache_dir: str | None) -> Classifier:
+    """The victim trained on the clean training set of this trial; cached, so every attack scenario of a suite
+    that shares the data, model and recipe trains it once."""
+    seed = trial_seed(scenario, trial)
+
+    def build() -> Classifier:
+        return build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
+
+    def fit(model: Classifier) -> None:
+        train(model, data.train, scenario.recipe, seed=seed)
+
+    if cache_dir is None:
+        model = build()
+        fit(model)
+        return model
+    config = {"trial": trial, **scenario.model_dump(mode="json", include=VICTIM_FIELDS)}
+    return ModelCache(cache_dir).get(config, build, fit)
+
+
+def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> dict:
+    """Run trial `trial` of `scenario` and return its counts and timings; clean victims are cached in `cache_dir`."""
     seed, data, threat, attack = prepare(scenario, trial)
     start = time.perf_counter()
-    poison = attack.craft(data.train, threat, seed=seed)
+    poison = attack.craft(data.train, threat, seed=seed, validation=data.val)
     crafted = time.perf_counter()
-    model = build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
-    train(model, poison.apply(data.train), scenario.recipe, seed=seed)
+    clean = clean_victim(scenario, trial, data, cache_dir)
+    if len(poison):
+        model = build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
+        train(model, poison.apply(data.train), scenario.recipe, seed=seed)
+    else:
+        model = clean
     trained = time.perf_counter()
     accuracy = clean_accuracy(model, data.test)
     success = attack_success_rate(model, data.test, poison)
     return {
         "seed": seed, "n_train": len(data.train), "n_test": len(data.test), "n_poisons": len(poison),
-        "correct": accuracy.successes,
+        "correct": accuracy.successes, "clean_victim_correct": clean_accuracy(clean, data.test).successes,
         "asr_hits": None if success is None else success.successes,
         "asr_eligible": None if success is None else success.trials,
         "craft_seconds": crafted - start, "train_seconds": trained - crafted,

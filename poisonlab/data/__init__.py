@@ -9,7 +9,7 @@ from functools import partial
 
 from ..errors import ConfigError
 from .dataset import Dataset, Splits, check_images
-from .loaders import load_cifar10, load_digits_dataset, load_idx_dataset, load_npz
+from .loaders import load_cifar10, load_digits_dataset, load_idx_dataset, load_mnist_t10k, load_npz
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(load_digits_dataset, "scikit-learn's 8x8 handwritten digits, 1,797 images; always there"),
     "mnist": DatasetInfo(partial(load_idx_dataset, "mnist"), "MNIST 28x28 digits, 60k/10k, IDX files"),
+    "mnist-t10k": DatasetInfo(load_mnist_t10k, "the 10k MNIST test images alone, split 3,400/6,600 (seed 0)"),
     "fashion-mnist": DatasetInfo(partial(load_idx_dataset, "fashion-mnist"),
                                  "Fashion-MNIST 28x28 clothing, 60k/10k, IDX files (Debian: dataset-fashion-mnist)"),
     "cifar10": DatasetInfo(load_cifar10, "CIFAR-10 32x32 colour, 50k/10k, python batches (restricted unpickler)"),
@@ -39,7 +40,7 @@ def load_dataset(name: str, root=None, download: bool | None = None, opener=None
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
     loader = DATASETS[name].load
-    if name in ("mnist", "fashion-mnist", "cifar10"):
+    if name in ("mnist", "mnist-t10k", "fashion-mnist", "cifar10"):
         return loader(root=root, download_missing=download, opener=opener)
     return loader(root=root)
 

@@ -65,6 +65,10 @@ class Dataset:
         new_y[indices] = y
         return replace(self, x=new_x, y=new_y)
 
+    def with_added(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> Dataset:
+        """A copy with the samples (x, y) appended; `index` says where each came from."""
+        return replace(self, x=torch.cat([self.x, x]), y=torch.cat([self.y, y]), index=torch.cat([self.index, index]))
+
     def select_classes(self, classes: Sequence[int]) -> Dataset:
         """Keep only the given classes, relabelled 0..k-1 in the order given (e.g. (0, 4) for "0 vs 4")."""
         classes = [int(c) for c in classes]
@@ -93,22 +97,32 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Splits:
-    """A train and a test Dataset of the same task."""
+    """A train and a test Dataset of the same task, and optionally the attacker's validation set."""
 
     train: Dataset
     test: Dataset
+    val: Dataset | None = None
 
     def subset(self, classes: Sequence[int] | None = None, train_size: int | None = None,
-               test_size: int | None = None, seed: int = 0) -> Splits:
-        """Seeded subsetting: optionally restrict to `classes`, then sample `train_size` / `test_size`."""
+               test_size: int | None = None, seed: int = 0, val_size: int | None = None) -> Splits:
+        """Seeded subsetting: optionally restrict to `classes`, then sample `train_size` / `test_size`, and draw
+        `val_size` validation samples from the training split, disjoint from the training subset."""
         train, test = self.train, self.test
         if classes is not None:
             train, test = train.select_classes(classes), test.select_classes(classes)
-        if train_size is not None:
+        val = None
+        if val_size:
+            n_train = len(train) - val_size if train_size is None else train_size
+            if n_train < 1 or n_train + val_size > len(train):
+                raise ConfigError(f"cannot draw {n_train} training and {val_size} validation samples from the "
+                                  f"{len(train)} in {train.name}'s training split; ask for fewer.")
+            pool = train.sample(n_train + val_size, seed, "train")  # its first n_train are the plain train sample
+            train, val = pool.take(torch.arange(n_train)), pool.take(torch.arange(n_train, n_train + val_size))
+        elif train_size is not None:
             train = train.sample(train_size, seed, "train")
         if test_size is not None:
             test = test.sample(test_size, seed, "test")
-        return Splits(train, test)
+        return Splits(train, test, val)
 
 
 def check_images(x: torch.Tensor, what: str) -> None:

@@ -100,6 +100,25 @@ def load_idx_dataset(name: str, root=None, download_missing: bool = True, opener
                               paths[f"{part}-labels-idx1-ubyte"]) for part in ("train", "t10k")))
 
 
+def load_mnist_t10k(root=None, download_missing: bool = True, opener=None) -> Splits:
+    """Only the 10,000 MNIST test images (enough for the small bilevel experiments), split by a seeded
+    permutation: 3,400 form the training split (train and validation draws), 6,600 the test split."""
+    source = IDX_SOURCES["mnist"]
+    dirs = search_dirs("mnist", root)
+    paths = {}
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        paths[stem] = find_file(dirs, stem)
+        if paths[stem] is None and download_missing:
+            paths[stem] = download([m + stem + ".gz" for m in source.mirrors], cache_dir() / "mnist" / f"{stem}.gz",
+                                   source.sha256[stem], opener)
+        if paths[stem] is None:
+            raise DataError(f"mnist-t10k: {stem}.gz was not found in {', '.join(map(str, dirs))} and downloading is "
+                            "off. Get the MNIST test files and pass --data-root to their folder.")
+    full = idx_split("mnist-t10k", source.classes, paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"])
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(full)))
+    return Splits(full.take(order[:3400]), full.take(order[3400:]))
+
+
 def idx_split(name: str, classes, images_path: Path, labels_path: Path) -> Dataset:
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
     if len(images) != len(labels):

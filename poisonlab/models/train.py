@@ -11,27 +11,35 @@ from torch.nn import functional as F
 from ..data import Dataset
 from ..seeding import generator
 from .architectures import Classifier
+from .exact import fit_exact
 
 
 class TrainRecipe(BaseModel):
-    """How a victim (or surrogate) is trained; unknown keys are an error."""
+    """How a victim (or surrogate) is trained; unknown keys are an error. `C` is the inverse regularisation of
+    the exact solvers (optimizer="exact"); the gradient optimizers use `weight_decay`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(128, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "sgd", "exact"] = "adam"
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine", "step"] = "constant"
     augment: Literal["none", "crop", "flip-crop"] = "none"
     trainable: Literal["all", "head"] = "all"
+    C: float = Field(1.0, gt=0)
     seed: int = 0
 
 
 def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | None = None) -> Classifier:
-    """Train `model` in place on `dataset` by `recipe` (seed overrides recipe.seed) and return it in eval mode."""
+    """Train `model` in place on `dataset` by `recipe` (seed overrides recipe.seed) and return it in eval mode.
+
+    optimizer="exact" solves a linear model's convex problem to optimality instead (see models/exact.py).
+    """
+    if recipe.optimizer == "exact":
+        return fit_exact(model, dataset, recipe.C)
     seed = recipe.seed if seed is None else seed
     params = model.head.parameters() if recipe.trainable == "head" else model.parameters()
     optimizer = make_optimizer(list(params), recipe)
