@@ -118,8 +118,13 @@ def bench(
     loaded = load_suite(suite, data_root, trials)
     for reason in loaded.skipped:
         typer.echo(f"skipped (data not installed): {reason}", err=True)
-    run_and_report(loaded.scenarios, out or Path("poisonlab-out") / suite, workers, as_json, progress,
-                   f"suite {suite}: {loaded.description}")
+    out = out or Path("poisonlab-out") / suite
+    rows = run_and_report(loaded.scenarios, out, workers, as_json, progress, f"suite {suite}: {loaded.description}")
+    if loaded.plot:
+        from .bench.plot import write_plot
+
+        path = write_plot(rows, loaded.plot, out)
+        typer.echo(f"plot: {path}", err=as_json)
 
 
 @app.command()
@@ -136,7 +141,7 @@ def report(out: Annotated[Path, typer.Argument(help="An output folder of `run` o
     typer.echo(json.dumps(rows, indent=1) if as_json else text)
 
 
-def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: bool, title: str) -> None:
+def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: bool, title: str) -> list[dict]:
     from .bench.report import summarize, write_report
     from .bench.runner import run_scenarios
 
@@ -146,6 +151,7 @@ def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: 
     typer.echo(json.dumps(rows, indent=1) if as_json else text)
     if not as_json:
         typer.echo(f"results: {out / 'results.sqlite'}; table: {out / 'report.md'}")
+    return rows
 
 
 def main() -> None:

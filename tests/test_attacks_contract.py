@@ -114,5 +114,5 @@ def test_bilevel_attacks_say_what_data_they_need(digits, task):
 
 
 def test_unknown_attack_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="none, label-flip, badnets, blended"):
+    with pytest.raises(ConfigError, match="none, label-flip, alfa, badnets, blended, svm-kkt"):
         make_attack("poison-frogs-typo")

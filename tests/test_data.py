@@ -135,6 +135,7 @@ def test_download_keeps_a_file_only_when_its_sha256_matches(tmp_path):
     with pytest.raises(DataError, match="checksum"):
         download(["http://fake/b"], tmp_path / "b.bin", "0" * 64, opener)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]  # nothing partial is left behind
+    assert (tmp_path / "a.bin").stat().st_mode & 0o044  # readable by others, like any downloaded file
 
 
 def test_mnist_downloads_into_the_cache_from_a_local_server(tmp_path, monkeypatch):

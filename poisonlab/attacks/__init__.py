@@ -6,6 +6,7 @@ import dataclasses
 
 from ..errors import ConfigError
 from ..threat import ThreatModel
+from .alfa import ALFA
 from .badnets import BadNets
 from .base import Attack
 from .blended import Blended
@@ -13,7 +14,7 @@ from .label_flip import LabelFlip
 from .none import NoAttack
 from .svm_kkt import SVMKKT
 
-ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, BadNets, Blended, SVMKKT)}
+ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT)}
 
 
 def make_attack(name: str, **params) -> Attack:
@@ -44,5 +45,5 @@ def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, valida
                           "(drawn from the training split, disjoint from the training samples).")
 
 
-__all__ = ["ATTACKS", "Attack", "BadNets", "Blended", "LabelFlip", "NoAttack", "SVMKKT", "check_compatible",
+__all__ = ["ALFA", "ATTACKS", "Attack", "BadNets", "Blended", "LabelFlip", "NoAttack", "SVMKKT", "check_compatible",
            "make_attack"]

@@ -92,6 +92,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def default_mode() -> int:
+    """The permissions an ordinary new file gets under the current umask (mkstemp's 0600 is for secrets)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a reader sees either the old file or the whole new one."""
     path = Path(path)
@@ -102,6 +109,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -128,6 +136,7 @@ def download(urls: Sequence[str], dest: Path, sha256: str, opener: Opener | None
             if digest.hexdigest() != sha256:
                 failures.append(f"{url}: checksum {digest.hexdigest()[:16]}… is not the expected {sha256[:16]}…")
                 continue
+            os.chmod(tmp, default_mode())
             os.replace(tmp, dest)
             return dest
         except OSError as exc:

@@ -18,6 +18,7 @@ class Suite:
     description: str
     scenarios: list[Scenario]
     skipped: list[str]
+    plot: dict | None = None
 
 
 def suite_names() -> list[str]:
@@ -46,14 +47,18 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
             skipped.append(f"{base['dataset']}: {reason}")
             continue
         for entry in spec["attacks"]:
-            scenarios.append(group_scenario(base, group, entry, name))
-    return Suite(name, spec["description"], scenarios, skipped)
+            for budget in entry.get("budgets", [None]):
+                scenarios.append(group_scenario(base, group, entry, name, budget))
+    return Suite(name, spec["description"], scenarios, skipped, spec.get("plot"))
 
 
-def group_scenario(base: dict, group: dict, entry: dict, suite: str) -> Scenario:
-    entry = dict(entry)
+def group_scenario(base: dict, group: dict, entry: dict, suite: str, budget=None) -> Scenario:
+    """One scenario: the group's base, the attack entry, and (for entries with `budgets`) one of its budgets."""
+    entry = {k: v for k, v in entry.items() if k != "budgets"}
     params = {**group.get(entry["attack"], {}), **entry.pop("attack_params", {})}
     label = f"{base['dataset']}: {entry.pop('name')}"
+    if budget is not None:
+        entry["budget"], label = budget, f"{label} ({budget})"
     return scenario_from_dict({**base, **entry, "name": label, "attack_params": params}, f"suite {suite}")
 
 
