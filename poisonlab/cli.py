@@ -59,8 +59,10 @@ def run(
     test_size: Annotated[int | None, typer.Option(help="Seeded random subset of the test set.")] = None,
     val_size: Annotated[int | None, typer.Option(help="The attacker's validation set, drawn from the training "
                                                  "split apart from the training samples (bilevel attacks).")] = None,
-    model: Annotated[str | None, typer.Option(help="logistic | linear-svm | mlp | convnet | resnet18")] = None,
-    attack: Annotated[str | None, typer.Option(help="none | label-flip | badnets | blended | svm-kkt (see `list`)")]
+    model: Annotated[str | None, typer.Option(help="logistic | linear-svm | ridge | lasso | mlp | convnet | "
+                                                "resnet18")] = None,
+    attack: Annotated[str | None, typer.Option(help="none | label-flip | alfa | badnets | blended | svm-kkt | "
+                                                 "bilevel-linear | back-gradient (see `list`)")]
     = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter KEY=VALUE "
                                                        "(repeatable), e.g. -p patch_size=4 -p mode=all-to-all.")]
@@ -69,6 +71,8 @@ def run(
                                                   "(0.01).")] = None,
     eps: Annotated[float | None, typer.Option(help="L-inf bound on a poison's change, in [0, 1].")] = None,
     target_class: Annotated[int | None, typer.Option(help="The attacker's target class.")] = None,
+    source_class: Annotated[int | None, typer.Option(help="Class-targeted attacks: the class whose test images "
+                                                     "should be classified as the target class.")] = None,
     clean_label: Annotated[bool | None, typer.Option("--clean-label/--dirty-label",
                                                         help="Whether poisons must keep their labels.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Victim training epochs.")] = None,
@@ -76,6 +80,9 @@ def run(
     lr: Annotated[float | None, typer.Option(help="Victim learning rate.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam | sgd | exact (linear models solved to optimality)")]
     = None,
+    momentum: Annotated[float | None, typer.Option(help="Victim SGD momentum (0 for plain gradient descent).")]
+    = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Victim L2 weight decay (adam, sgd).")] = None,
     c: Annotated[float | None, typer.Option("--C", help="Inverse regularisation of the exact solvers.")] = None,
     augment: Annotated[str | None, typer.Option(help="none | crop | flip-crop")] = None,
     trials: Annotated[int | None, typer.Option(help="Independent trials (own split, poisons, init).")] = None,
@@ -91,10 +98,12 @@ def run(
 
     fields = load_yaml(config) if config else {}
     recipe = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                                    augment=augment, C=c).items() if v is not None}
+                                    augment=augment, C=c, momentum=momentum,
+                                    weight_decay=weight_decay).items() if v is not None}
     flags = dict(dataset=dataset, data_root=data_root, train_size=train_size, test_size=test_size,
                  val_size=val_size, model=model,
-                 attack=attack, eps=eps, target_class=target_class, clean_label=clean_label, trials=trials,
+                 attack=attack, eps=eps, target_class=target_class, source_class=source_class,
+                 clean_label=clean_label, trials=trials,
                  seed=seed, classes=parse_classes(classes) if classes else None,
                  budget=parse_budget(budget) if budget is not None else None,
                  attack_params={**fields.get("attack_params", {}), **parse_params(param or [])} or None)

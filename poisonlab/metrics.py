@@ -50,7 +50,11 @@ def test_error(model: Classifier, test: Dataset) -> Rate:
 
 def attack_success_rate(model: Classifier, test: Dataset, poison: PoisonSet) -> Rate | None:
     """Backdoor success: among test images the trigger should move (true class is not the attacker's target),
-    the fraction classified as the attacker's target once the trigger is applied. None without a trigger."""
+    the fraction classified as the attacker's target once the trigger is applied. Class-targeted success: the
+    fraction of test images of the source class classified as the target class. None for other attacks."""
+    if poison.source_class is not None:
+        source = test.y == poison.source_class
+        return Rate(int((predict(model, test.x[source]) == poison.target_class).sum()), int(source.sum()))
     if poison.trigger is None:
         return None
     wanted = poison.backdoor_targets(test.y)

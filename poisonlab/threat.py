@@ -46,6 +46,8 @@ class ThreatModel:
 
     `budget` is the number of training samples the attacker replaces; `eps` the L-inf bound on how far a
     poison may move from its base (1.0 = unbounded); `clean_label` forbids changing labels.
+    A class-targeted attack (`source_class` set) wants test images of `source_class` classified as
+    `target_class`, and the rest classified as before.
     """
 
     budget: int
@@ -57,6 +59,7 @@ class ThreatModel:
     goal: Literal["integrity", "availability"] = "integrity"
     knowledge: Literal["white-box", "grey-box", "black-box"] = "white-box"
     setting: Literal["frozen", "finetune", "scratch"] = "scratch"
+    source_class: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.budget <= self.n_train:
@@ -67,6 +70,13 @@ class ThreatModel:
         if self.target_class is not None and not 0 <= self.target_class < self.num_classes:
             raise ConfigError(f"target class {self.target_class} does not exist: the data has classes "
                               f"0..{self.num_classes - 1}.")
+        if self.source_class is not None:
+            if self.target_class is None or not 0 <= self.source_class < self.num_classes:
+                raise ConfigError(f"a class-targeted attack needs a source class in 0..{self.num_classes - 1} and a "
+                                  f"target class; got source {self.source_class}, target {self.target_class}.")
+            if self.source_class == self.target_class:
+                raise ConfigError(f"source and target class are both {self.source_class}; the attack must move "
+                                  "the source class to another class.")
         for name, value, allowed in (("goal", self.goal, GOALS), ("knowledge", self.knowledge, KNOWLEDGE),
                                      ("setting", self.setting, SETTINGS)):
             if value not in allowed:
@@ -107,7 +117,8 @@ class Trigger:
 class PoisonSet:
     """An attack's whole output: which training samples are replaced, by what, and what the attacker wants.
 
-    `target_class` is the class the attacker aims for (all-to-one backdoors, targeted attacks); with
+    `target_class` is the class the attacker aims for (all-to-one backdoors, targeted attacks; with
+    `source_class` set, test images of that class should become `target_class`); with
     `backdoor_mode="all-to-all"` a triggered image of class i should be classified as i+1 (mod classes).
     With `insertion="replace"` each poison takes its base's place; with "add" (bilevel attacks, which add points
     to the training set) the poisons are appended and `indices` names the samples they were cloned from.
@@ -124,6 +135,7 @@ class PoisonSet:
     target_index: int | None = None
     params: dict = field(default_factory=dict)
     insertion: Literal["replace", "add"] = "replace"
+    source_class: int | None = None
 
     def __post_init__(self) -> None:
         n = len(self.indices)
@@ -136,6 +148,8 @@ class PoisonSet:
             check_images(self.x, "PoisonSet.x")
         if self.backdoor_mode == "all-to-one" and self.target_class is None:
             raise DataError("an all-to-one backdoor needs a target_class.")
+        if self.source_class is not None and self.target_class is None:
+            raise DataError("a class-targeted poison set (source_class) needs a target_class.")
         if self.insertion not in ("replace", "add"):
             raise DataError(f"PoisonSet.insertion must be 'replace' or 'add'; got {self.insertion!r}.")
 
@@ -164,7 +178,7 @@ class PoisonSet:
         meta = {"format": "poisonlab.PoisonSet/1", "num_classes": self.num_classes, "attack": self.attack,
                 "target_class": self.target_class, "backdoor_mode": self.backdoor_mode,
                 "target_index": self.target_index, "params": self.params, "n_poisons": len(self),
-                "insertion": self.insertion}
+                "insertion": self.insertion, "source_class": self.source_class}
         arrays = {"indices": self.indices.numpy(), "x": self.x.numpy(), "y": self.y.numpy(),
                   "metadata": np.array(json.dumps(meta, default=str))}
         if self.trigger is not None:
@@ -193,4 +207,4 @@ class PoisonSet:
         return cls(torch.from_numpy(arrays["indices"]).long(), torch.from_numpy(arrays["x"]),
                    torch.from_numpy(arrays["y"]).long(), meta["num_classes"], meta["attack"], meta["target_class"],
                    trigger, meta["backdoor_mode"], meta["target_index"], meta["params"],
-                   meta.get("insertion", "replace"))
+                   meta.get("insertion", "replace"), meta.get("source_class"))

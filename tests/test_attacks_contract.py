@@ -8,7 +8,8 @@ from poisonlab.errors import ConfigError
 from poisonlab.threat import PoisonSet, ThreatModel
 
 NAMES = list(ATTACKS)
-FAST = {"svm-kkt": {"steps": 5}}  # keep each call under a second; the effect tests use the defaults
+FAST = {"svm-kkt": {"steps": 5}, "bilevel-linear": {"steps": 3},  # keep each call under a second;
+        "back-gradient": {"steps": 2, "train_steps": 10}}  # the effect tests use the defaults
 
 
 def make(name, **params):
@@ -116,3 +117,11 @@ def test_bilevel_attacks_say_what_data_they_need(digits, task):
 def test_unknown_attack_lists_the_valid_names():
     with pytest.raises(ConfigError, match="none, label-flip, alfa, badnets, blended, svm-kkt"):
         make_attack("poison-frogs-typo")
+
+
+@pytest.mark.parametrize("name", ["svm-kkt", "bilevel-linear", "back-gradient"])
+def test_bilevel_attacks_in_class_targeted_mode_clone_the_source_class_with_the_target_label(name, task):
+    threat = ThreatModel.for_data(task.train, 4, target_class=1, source_class=0)
+    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
+    assert bool((task.train.y[poison.indices] == 0).all()) and bool((poison.y == 1).all())
+    assert (poison.source_class, poison.target_class) == (0, 1)

@@ -43,3 +43,12 @@ def test_attack_success_counts_only_images_outside_the_target_class():
     no_trigger = PoisonSet(torch.empty(0, dtype=torch.long), torch.empty(0, 1, 2, 2),
                            torch.empty(0, dtype=torch.long), 3, "label-flip")
     assert attack_success_rate(model, test, no_trigger) is None
+
+
+def test_class_targeted_success_counts_source_class_images_classified_as_the_target():
+    x = torch.zeros(6, 1, 2, 2)
+    x[:, 0, 1, 1] = torch.tensor([0.0, 0.9, 0.5, 0.5, 0.9, 0.9])  # the second class-0 image looks like class 2
+    test = Dataset(x, torch.tensor([0, 0, 1, 1, 2, 2]), ("a", "b", "c"))
+    poison = PoisonSet(torch.empty(0, dtype=torch.long), torch.empty(0, 1, 2, 2), torch.empty(0, dtype=torch.long),
+                       3, "bilevel-linear", target_class=2, source_class=0)
+    assert attack_success_rate(CornerModel(), test, poison) == Rate(1, 2)

@@ -22,7 +22,7 @@ def test_every_model_has_features_and_a_head(name, shape):
 def test_build_model_is_seeded_and_rejects_unknown_names():
     a, b = build_model("mlp", (1, 8, 8), 10, seed=1), build_model("mlp", (1, 8, 8), 10, seed=1)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
-    with pytest.raises(ConfigError, match="logistic, linear-svm, mlp, convnet, resnet18"):
+    with pytest.raises(ConfigError, match="logistic, linear-svm, ridge, lasso, mlp, convnet, resnet18"):
         build_model("vgg", (1, 8, 8), 10)
 
 
@@ -80,3 +80,18 @@ def test_model_cache_trains_once_and_reloads_identical_weights(tmp_path, digits)
     cache.path(config).write_bytes(b"not a state dict")
     with pytest.raises(DataError, match="delete it to retrain"):
         cache.get(config, build, fit)
+
+
+@pytest.mark.parametrize("name", ["ridge", "lasso", "logistic", "linear-svm"])
+def test_exact_linear_models_learn_digits_binary_and_multiclass(name, digits):
+    recipe = TrainRecipe(optimizer="exact", C=1.0)
+    for data in (digits, digits.subset(classes=[3, 8], seed=0)):
+        model = train(build_model(name, data.train.shape, data.train.num_classes), data.train, recipe)
+        assert evaluate(model, data.test) > 0.9
+
+
+def test_ridge_trains_by_gradient_descent_and_lasso_asks_for_the_exact_solver(digits):
+    model = train(build_model("ridge", digits.train.shape, 10), digits.train, TrainRecipe(epochs=15, lr=0.01))
+    assert evaluate(model, digits.test) > 0.85
+    with pytest.raises(ConfigError, match="--optimizer exact"):
+        train(build_model("lasso", digits.train.shape, 10), digits.train, TrainRecipe())

@@ -56,3 +56,14 @@ def test_poison_set_validates_its_parts():
         PoisonSet(torch.tensor([1, 1]), torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), 2, "x")
     with pytest.raises(DataError, match="one of each"):
         PoisonSet(torch.tensor([1, 2]), torch.zeros(1, 1, 2, 2), torch.zeros(2, dtype=torch.long), 2, "x")
+
+
+def test_class_targeted_threat_needs_a_distinct_existing_source_class(digits):
+    threat = ThreatModel.for_data(digits.train, 10, target_class=3, source_class=8)
+    assert (threat.source_class, threat.target_class) == (8, 3)
+    with pytest.raises(ConfigError, match="target class"):
+        ThreatModel.for_data(digits.train, 10, source_class=8)
+    with pytest.raises(ConfigError, match="both 3"):
+        ThreatModel.for_data(digits.train, 10, target_class=3, source_class=3)
+    with pytest.raises(ConfigError, match="0..9"):
+        ThreatModel.for_data(digits.train, 10, target_class=3, source_class=12)

@@ -7,14 +7,17 @@ import dataclasses
 from ..errors import ConfigError
 from ..threat import ThreatModel
 from .alfa import ALFA
+from .back_gradient import BackGradient
 from .badnets import BadNets
 from .base import Attack
+from .bilevel_linear import BilevelLinear
 from .blended import Blended
 from .label_flip import LabelFlip
 from .none import NoAttack
 from .svm_kkt import SVMKKT
 
-ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT)}
+ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT,
+                                                       BilevelLinear, BackGradient)}
 
 
 def make_attack(name: str, **params) -> Attack:
@@ -45,5 +48,5 @@ def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, valida
                           "(drawn from the training split, disjoint from the training samples).")
 
 
-__all__ = ["ALFA", "ATTACKS", "Attack", "BadNets", "Blended", "LabelFlip", "NoAttack", "SVMKKT", "check_compatible",
-           "make_attack"]
+__all__ = ["ALFA", "ATTACKS", "Attack", "BackGradient", "BadNets", "BilevelLinear", "Blended", "LabelFlip", "NoAttack",
+           "SVMKKT", "check_compatible", "make_attack"]

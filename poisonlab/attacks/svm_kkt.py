@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
 from .base import check_choice, choose_bases
+from .bilevel import attacker_labels, initial_points, projected_ascent
 
 
 @dataclass
@@ -99,7 +100,10 @@ class SVMKKT:
 
     mode="greedy" adds and optimises one point at a time (earlier points stay in the training set);
     mode="joint" optimises all points together. Each point starts as a clone of a random training point with its
-    label flipped, as in the paper, and is added to the training set (it replaces nothing).
+    label flipped, as in the paper, and is added to the training set (it replaces nothing). With a source
+    class (--source-class) the attack is class-targeted: points start as clones of source-class samples labelled
+    as the target class and the attacker minimises the hinge loss of the validation set with its source class
+    relabelled.
     """
 
     name: ClassVar[str] = "svm-kkt"
@@ -132,49 +136,39 @@ class SVMKKT:
             raise ConfigError("svm-kkt needs the attacker's validation set: pass --val-size N.")
         x = train.x.flatten(1).double().numpy()
         y = train.y.double().numpy() * 2 - 1
-        xv, yv = validation.x.flatten(1).double().numpy(), validation.y.double().numpy() * 2 - 1
+        labels_v, sign = attacker_labels(validation, threat)
+        xv, yv = validation.x.flatten(1).double().numpy(), labels_v.double().numpy() * 2 - 1
         gamma = self.gamma or 1.0 / (x.shape[1] * x.var())
         svm = KernelSVM(self.kernel, self.C, gamma)
-        bases = choose_bases(torch.arange(len(train)), threat.budget, generator(seed, self.name), "training samples")
-        xc, yc = x[bases.numpy()].copy(), -y[bases.numpy()]
+        g = generator(seed, self.name)
+        if threat.source_class is None:
+            bases = choose_bases(torch.arange(len(train)), threat.budget, g, "training samples")
+            labels = 1 - train.y[bases]
+        else:
+            bases, labels = initial_points(train, threat, g, self.name)
+        xc, yc = x[bases.numpy()].copy(), labels.double().numpy() * 2 - 1
         if self.mode == "joint":
-            xc = self.ascend(svm, x, y, xc, yc, xv, yv)
+            xc = self.ascend(svm, x, y, xc, yc, xv, yv, sign)
         else:
             for i in range(len(xc)):
                 x_fixed, y_fixed = np.concatenate([x, xc[:i]]), np.concatenate([y, yc[:i]])
-                xc[i:i + 1] = self.ascend(svm, x_fixed, y_fixed, xc[i:i + 1], yc[i:i + 1], xv, yv)
+                xc[i:i + 1] = self.ascend(svm, x_fixed, y_fixed, xc[i:i + 1], yc[i:i + 1], xv, yv, sign)
         poisons = torch.from_numpy(xc).float().clamp_(0, 1).reshape(-1, *train.shape)
-        labels = torch.from_numpy((yc > 0).astype(np.int64))
-        return PoisonSet(bases, poisons, labels, threat.num_classes, self.name, insertion="add",
-                         params={**asdict(self), "gamma": gamma})
+        return PoisonSet(bases, poisons, labels, threat.num_classes, self.name, threat.target_class,
+                         insertion="add", params={**asdict(self), "gamma": gamma}, source_class=threat.source_class)
 
-    def ascend(self, svm: KernelSVM, x, y, xc, yc, xv, yv) -> np.ndarray:
-        """Projected gradient ascent of the attack points `xc` (labels yc) with a backtracking line search."""
-        n = len(x)
+    def ascend(self, svm: KernelSVM, x, y, xc, yc, xv, yv, sign: float = 1.0) -> np.ndarray:
+        """Projected gradient ascent of the attack points `xc` (labels yc) on sign × the validation hinge loss."""
         y_all = np.concatenate([y, yc])
-        attack = np.arange(n, n + len(xc))
+        attack = np.arange(len(x), len(x) + len(xc))
 
         def evaluate(points):
             x_all = np.concatenate([x, points])
             alpha, b = svm.fit(x_all, y_all)
-            return hinge_loss(svm, x_all, y_all, alpha, b, xv, yv), x_all, alpha, b
+            return sign * hinge_loss(svm, x_all, y_all, alpha, b, xv, yv), (x_all, alpha, b)
 
-        loss, x_all, alpha, b = evaluate(xc)
-        step = self.step_size
-        for _ in range(self.steps):
-            grad = hypergradient(svm, x_all, y_all, alpha, b, xv, yv, attack)
-            norms = np.linalg.norm(grad, axis=1, keepdims=True)
-            if not norms.any():
-                break  # every attack point is a non-support vector: no gradient (the paper's degenerate case)
-            direction = grad / np.maximum(norms, 1e-12)
-            while step > self.step_size / 64:
-                candidate = np.clip(xc + step * direction, 0.0, 1.0)
-                new = evaluate(candidate)
-                if new[0] > loss + self.tol:
-                    break
-                step /= 2
-            else:
-                break  # no step along the gradient raises the loss any more: a local maximum (stopping rule)
-            xc, (loss, x_all, alpha, b) = candidate, new
-            step = min(2 * step, self.step_size)
-        return xc
+        def gradient(points, state):
+            x_all, alpha, b = state
+            return sign * hypergradient(svm, x_all, y_all, alpha, b, xv, yv, attack)
+
+        return projected_ascent(xc, evaluate, gradient, self.step_size, self.steps, self.tol)

@@ -28,6 +28,12 @@ def summary_row(scenario: Scenario, trials: list[dict]) -> dict:
     clean_error = Rate(accuracy.trials - sum(t["clean_victim_correct"] for t in trials), accuracy.trials)
     has_asr = all(t["asr_eligible"] is not None for t in trials)
     success = Rate(sum(t["asr_hits"] for t in trials), sum(t["asr_eligible"] for t in trials)) if has_asr else None
+    clean_hits = [t.get("clean_victim_asr_hits") for t in trials]
+    clean_success = sum(clean_hits) / success.trials if success and success.trials and None not in clean_hits \
+        else None
+    others = Rate(sum(t.get("others_correct", t["correct"]) for t in trials),
+                  sum(t.get("n_others", t["n_test"]) for t in trials))
+    clean_others = sum(t.get("clean_victim_others_correct", t["clean_victim_correct"]) for t in trials)
     return {
         "scenario": scenario.label, "dataset": scenario.dataset, "model": scenario.model,
         "attack": scenario.attack, "budget": scenario.budget, "n_poisons": trials[0]["n_poisons"],
@@ -35,8 +41,12 @@ def summary_row(scenario: Scenario, trials: list[dict]) -> dict:
         "clean_accuracy": accuracy.value, "clean_accuracy_ci": list(accuracy.ci),
         "attack_success_rate": success.value if success else None,
         "attack_success_ci": list(success.ci) if success else None,
+        "clean_attack_success_rate": clean_success,  # the same measure on the victim trained on clean data
         "test_error": error.value, "test_error_ci": list(error.ci),
         "clean_test_error": clean_error.value, "clean_test_error_ci": list(clean_error.ci),
+        # accuracy on the test classes a class-targeted attack should leave alone (all classes otherwise)
+        "other_classes_accuracy": others.value, "other_classes_accuracy_ci": list(others.ci),
+        "clean_other_classes_accuracy": clean_others / others.trials if others.trials else None,
         "seconds_per_trial": sum(t["seconds"] for t in trials) / len(trials),
         "scenario_hash": scenario.hash,
     }

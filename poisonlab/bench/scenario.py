@@ -34,6 +34,7 @@ class Scenario(BaseModel):
     budget: int | float = 0
     eps: float = 1.0
     target_class: int | None = None
+    source_class: int | None = None
     clean_label: bool = False
     goal: Literal["integrity", "availability"] = "integrity"
     knowledge: Literal["white-box", "grey-box", "black-box"] = "white-box"

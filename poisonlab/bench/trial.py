@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
+import torch
+
 from ..attacks import check_compatible, make_attack
 from ..data import Splits, load_dataset
 from ..metrics import attack_success_rate, clean_accuracy
-from ..models import Classifier, ModelCache, build_model, train
+from ..models import Classifier, ModelCache, build_model, predict, train
 from ..seeding import derive_seed
 from ..threat import ThreatModel
 from .scenario import Scenario
@@ -33,8 +35,8 @@ def prepare(scenario: Scenario, trial: int):
     data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size, seed=seed,
                          val_size=scenario.val_size)
     threat = ThreatModel.for_data(data.train, scenario.budget, eps=scenario.eps, clean_label=scenario.clean_label,
-                                  target_class=scenario.target_class, goal=scenario.goal,
-                                  knowledge=scenario.knowledge, setting=scenario.setting)
+                                  target_class=scenario.target_class, source_class=scenario.source_class,
+                                  goal=scenario.goal, knowledge=scenario.knowledge, setting=scenario.setting)
     attack = make_attack(scenario.attack, **scenario.attack_params)
     check_compatible(attack, threat, validation=data.val)
     build_model(scenario.model, data.train.shape, data.train.num_classes)  # fails fast on an unknown model
@@ -78,11 +80,18 @@ def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> d
     trained = time.perf_counter()
     accuracy = clean_accuracy(model, data.test)
     success = attack_success_rate(model, data.test, poison)
+    clean_success = attack_success_rate(clean, data.test, poison)  # the rate without poisoning, for reference
+    others = torch.ones(len(data.test), dtype=torch.bool) if threat.source_class is None \
+        else data.test.y != threat.source_class  # the classes a class-targeted attack should leave alone
     return {
         "seed": seed, "n_train": len(data.train), "n_test": len(data.test), "n_poisons": len(poison),
         "correct": accuracy.successes, "clean_victim_correct": clean_accuracy(clean, data.test).successes,
         "asr_hits": None if success is None else success.successes,
         "asr_eligible": None if success is None else success.trials,
+        "clean_victim_asr_hits": None if clean_success is None else clean_success.successes,
+        "others_correct": int((predict(model, data.test.x[others]) == data.test.y[others]).sum()),
+        "clean_victim_others_correct": int((predict(clean, data.test.x[others]) == data.test.y[others]).sum()),
+        "n_others": int(others.sum()),
         "craft_seconds": crafted - start, "train_seconds": trained - crafted,
         "seconds": time.perf_counter() - start,
     }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .architectures import Classifier, convnet, linear_svm, logistic, mlp, resnet18
+from .architectures import Classifier, convnet, lasso, linear_svm, logistic, mlp, resnet18, ridge
 from .cache import ModelCache, config_hash
 from .train import TrainRecipe, evaluate, predict, train
 
@@ -22,6 +22,8 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {
     "logistic": ModelInfo(logistic, "multinomial logistic regression on pixels (cross-entropy)"),
     "linear-svm": ModelInfo(linear_svm, "linear classifier with the multi-class hinge loss"),
+    "ridge": ModelInfo(ridge, "least squares on ±1 class codes with an L2 penalty (ridge classifier)"),
+    "lasso": ModelInfo(lasso, "least squares on ±1 class codes with an L1 penalty (exact solver only)"),
     "mlp": ModelInfo(mlp, "two hidden ReLU layers (256, 128)"),
     "convnet": ModelInfo(convnet, "small BN convnet: conv32-conv64 (max-pooled), fc128 features"),
     "resnet18": ModelInfo(resnet18, "ResNet-18, CIFAR variant (11M parameters; for GPUs)"),

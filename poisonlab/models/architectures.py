@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 
 class Classifier(nn.Module):
-    """`head(features(x))`; `loss` names the training loss ("cross-entropy" or "hinge")."""
+    """`head(features(x))`; `loss` names the training loss ("cross-entropy", "hinge", "squared", "squared-l1")."""
 
     loss = "cross-entropy"
 
@@ -33,6 +33,18 @@ class LinearSVM(Classifier):
     loss = "hinge"
 
 
+class RidgeClassifier(Classifier):
+    """A linear model fitted by least squares to ±1 class codes (one-vs-rest), L2-regularised."""
+
+    loss = "squared"
+
+
+class LassoClassifier(Classifier):
+    """A linear model fitted by least squares to ±1 class codes, L1-regularised (solved exactly only)."""
+
+    loss = "squared-l1"
+
+
 def logistic(shape, num_classes: int) -> Classifier:
     """Multinomial logistic regression on raw pixels."""
     return Classifier(nn.Flatten(), math.prod(shape), num_classes)
@@ -40,6 +52,14 @@ def logistic(shape, num_classes: int) -> Classifier:
 
 def linear_svm(shape, num_classes: int) -> Classifier:
     return LinearSVM(nn.Flatten(), math.prod(shape), num_classes)
+
+
+def ridge(shape, num_classes: int) -> Classifier:
+    return RidgeClassifier(nn.Flatten(), math.prod(shape), num_classes)
+
+
+def lasso(shape, num_classes: int) -> Classifier:
+    return LassoClassifier(nn.Flatten(), math.prod(shape), num_classes)
 
 
 def mlp(shape, num_classes: int, hidden: tuple[int, ...] = (256, 128)) -> Classifier:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
 from ..data import Dataset
+from ..errors import ConfigError
 from ..seeding import generator
 from .architectures import Classifier
 from .exact import fit_exact
@@ -40,6 +41,8 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
     """
     if recipe.optimizer == "exact":
         return fit_exact(model, dataset, recipe.C)
+    if model.loss == "squared-l1":
+        raise ConfigError("the lasso model is solved exactly: pass --optimizer exact (its L1 penalty is set by --C).")
     seed = recipe.seed if seed is None else seed
     params = model.head.parameters() if recipe.trainable == "head" else model.parameters()
     optimizer = make_optimizer(list(params), recipe)
@@ -64,6 +67,9 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
 def loss_fn(model: Classifier, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if model.loss == "hinge":
         return F.multi_margin_loss(logits, y)
+    if model.loss == "squared":  # ±1 codes, as the exact solver fits them (weight_decay is the L2 penalty)
+        codes = 2.0 * F.one_hot(y, logits.shape[1]).to(logits.dtype) - 1.0
+        return 0.5 * ((logits - codes) ** 2).sum(1).mean()
     return F.cross_entropy(logits, y)
 
 
