@@ -7,10 +7,8 @@ import torch
 
 import poisonlab.attacks.bilevel as bilevel
 from poisonlab.attacks.bilevel_linear import LOSSES, LinearLearner, linear_hypergradient
-from poisonlab.bench.scenario import scenario_from_dict
-from poisonlab.bench.trial import run_trial
 from poisonlab.models import TrainRecipe, build_model, train
-from tests.test_svm_kkt import mean_errors, mnist_0_vs_4
+from tests.test_svm_kkt import mean_errors, mnist_0_vs_4, targeted_rates
 
 
 def small_problem(num_classes: int, seed: int, features: int = 6):
@@ -100,23 +98,13 @@ def test_ten_points_raise_0_vs_4_error_more_than_alfa_and_random_flips_for_each_
             assert error > alfa, learner
 
 
-def targeted_rates(attack_params: dict, trials: int = 3) -> tuple[float, float, float]:
-    """(8 -> 3 success, accuracy on the other digits, the same accuracy of the clean-trained victim)."""
-    scenario = dict(dataset="digits", model="logistic", recipe=dict(optimizer="exact", C=1.0), train_size=600,
-                    val_size=300, attack="bilevel-linear", budget=50, source_class=8, target_class=3,
-                    attack_params=attack_params)
-    rows = [run_trial(scenario_from_dict(scenario), t) for t in range(trials)]
-
-    def total(key):
-        return sum(r[key] for r in rows)
-
-    return (total("asr_hits") / total("asr_eligible"), total("others_correct") / total("n_others"),
-            total("clean_victim_others_correct") / total("n_others"))
+DIGITS_8_TO_3 = dict(dataset="digits", model="logistic", recipe=dict(optimizer="exact", C=1.0), train_size=600,
+                     val_size=300, attack="bilevel-linear", budget=50, source_class=8, target_class=3)
 
 
 def test_targeted_logistic_attack_moves_most_8s_to_3_and_leaves_the_other_digits():
-    success, others, clean_others = targeted_rates({"steps": 30})
-    start, _, _ = targeted_rates({"steps": 1, "step_size": 1e-9})  # the un-optimised starting points
+    success, others, clean_others = targeted_rates(dict(DIGITS_8_TO_3, attack_params={"steps": 30}))
+    start, _, _ = targeted_rates(dict(DIGITS_8_TO_3, attack_params={"steps": 1, "step_size": 1e-9}))  # start points
     # measured, 3 splits of digits (600 training images, 50 points = 8%): 58.1% of the test 8s classified as 3
     # (63.8% with 90 steps) against 40.0% for the starting points; other digits 96.8% against 96.5% clean
     assert success >= 0.5
