@@ -85,6 +85,11 @@ def run(
     weight_decay: Annotated[float | None, typer.Option(help="Victim L2 weight decay (adam, sgd).")] = None,
     c: Annotated[float | None, typer.Option("--C", help="Inverse regularisation of the exact solvers.")] = None,
     augment: Annotated[str | None, typer.Option(help="none | crop | flip-crop")] = None,
+    defense: Annotated[str | None, typer.Option(help="A defense in the loop (see `list`): a detector removes its "
+                                                "most suspicious samples and the victim is retrained; dpa trains "
+                                                "a certified vote.")] = None,
+    defense_param: Annotated[list[str] | None, typer.Option("--defense-param", "-d", help="Defense hyper-parameter "
+                                                            "KEY=VALUE (repeatable), e.g. -d removal=0.1.")] = None,
     trials: Annotated[int | None, typer.Option(help="Independent trials (own split, poisons, init).")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed; trial i uses a seed derived from it.")] = None,
     out: OutOpt = None, workers: WorkersOpt = 1, as_json: JsonOpt = False, progress: ProgressOpt = True,
@@ -103,7 +108,8 @@ def run(
     flags = dict(dataset=dataset, data_root=data_root, train_size=train_size, test_size=test_size,
                  val_size=val_size, model=model,
                  attack=attack, eps=eps, target_class=target_class, source_class=source_class,
-                 clean_label=clean_label, trials=trials,
+                 clean_label=clean_label, trials=trials, defense=defense,
+                 defense_params={**fields.get("defense_params", {}), **parse_params(defense_param or [])} or None,
                  seed=seed, classes=parse_classes(classes) if classes else None,
                  budget=parse_budget(budget) if budget is not None else None,
                  attack_params={**fields.get("attack_params", {}), **parse_params(param or [])} or None)

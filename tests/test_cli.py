@@ -44,6 +44,28 @@ def test_run_prints_json_rows_with_the_stable_fields(tmp_path):
     assert "digits/logistic/badnets@0.05" in report
 
 
+def test_run_with_a_detector_in_the_loop_reports_detection_and_the_defended_victim(tmp_path):
+    out = poisonlab("run", "--dataset", "digits", "--model", "logistic", "--attack", "label-flip", "--budget", "0.05",
+                    "--classes", "0,1", "--optimizer", "exact", "--defense", "slab", "--trials", "2", "--out",
+                    str(tmp_path), "--json", "--no-progress", check=True).stdout
+    [row] = json.loads(out)
+    assert row["defense"] == "slab" and row["scenario"].endswith("+slab")
+    assert row["detection_recall"] >= 0.9 and row["detection_auroc"] >= 0.99 and row["detection_precision"] > 0.5
+    assert row["removed_fraction"] == pytest.approx(1.5 * 0.05, abs=0.01)
+    assert row["clean_accuracy"] >= row["undefended_clean_accuracy"] - 0.01
+
+
+def test_run_with_dpa_reports_a_certified_accuracy_curve(tmp_path):
+    out = poisonlab("run", "--dataset", "digits", "--model", "logistic", "--optimizer", "exact", "--attack",
+                    "label-flip", "--budget", "10", "--defense", "dpa", "-d", "partitions=4", "--out", str(tmp_path),
+                    "--json", "--no-progress", check=True).stdout
+    [row] = json.loads(out)
+    curve = row["certified_accuracy"]
+    assert len(curve) == 3 and curve[0] == pytest.approx(row["clean_accuracy"]) and curve[0] >= curve[1] >= curve[2]
+    assert_one_paragraph_error(poisonlab("run", "--defense", "dpa", "-d", "parts=3", "--out", str(tmp_path / "x")),
+                               "partitions")
+
+
 def test_run_reads_a_yaml_scenario_and_flags_override_it(tmp_path):
     config = tmp_path / "s.yaml"
     config.write_text("dataset: digits\nmodel: logistic\nattack: label-flip\nbudget: 0.1\nrecipe: {epochs: 2}\n")

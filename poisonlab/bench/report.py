@@ -49,7 +49,35 @@ def summary_row(scenario: Scenario, trials: list[dict]) -> dict:
         "clean_other_classes_accuracy": clean_others / others.trials if others.trials else None,
         "seconds_per_trial": sum(t["seconds"] for t in trials) / len(trials),
         "scenario_hash": scenario.hash,
+        **(defense_fields(scenario, trials, success) if scenario.defense != "none" else {}),
     }
+
+
+def defense_fields(scenario: Scenario, trials: list[dict], success: Rate | None) -> dict:
+    """With a defense in the loop the row's accuracy and success are the defended victim's; these add the
+    undefended victim's, the detector's precision / recall / AUROC (pooled over trials), and DPA's certified
+    accuracy per radius (averaged over trials)."""
+    n_test = sum(t["n_test"] for t in trials)
+    fields = {"defense": scenario.defense, "defense_params": scenario.defense_params,
+              "undefended_clean_accuracy": sum(t["undefended_correct"] for t in trials) / n_test,
+              "undefended_attack_success_rate": sum(t["undefended_asr_hits"] for t in trials) / success.trials
+              if success and success.trials else None,
+              "defense_seconds_per_trial": sum(t["defense_seconds"] for t in trials) / len(trials)}
+    if "n_removed" in trials[0]:
+        removed = sum(t["n_removed"] for t in trials)
+        caught = sum(t["removed_poisons"] for t in trials)
+        present = sum(t["n_poisons_present"] for t in trials)
+        aurocs = [t["detection_auroc"] for t in trials if t["detection_auroc"] is not None]
+        recall = Rate(caught, present)
+        fields |= {"detection_precision": caught / removed if removed else None,
+                   "detection_recall": recall.value if present else None,
+                   "detection_recall_ci": list(recall.ci) if present else None,
+                   "detection_auroc": sum(aurocs) / len(aurocs) if aurocs else None,
+                   "removed_fraction": removed / sum(t["n_scored"] for t in trials)}
+    if "certified_accuracy" in trials[0]:
+        curves = [t["certified_accuracy"] for t in trials]
+        fields["certified_accuracy"] = [sum(c[r] for c in curves) / len(curves) for r in range(len(curves[0]))]
+    return fields
 
 
 def pct(value: float | None, ci: list[float] | None = None) -> str:
@@ -72,6 +100,18 @@ def markdown(rows: list[dict], title: str | None = None) -> str:
                      f"{pct(r['attack_success_rate'], r['attack_success_ci'])} | "
                      f"{pct(r['test_error'], r['test_error_ci'])} | {pct(r['clean_test_error'])} | "
                      f"{r['seconds_per_trial']:.1f} |")
+    defended = [r for r in rows if r.get("defense")]
+    if defended:
+        lines += ["", "| scenario | undefended attack success | defended attack success | undefended clean accuracy | "
+                  "detection recall | precision | AUROC | certified accuracy at radius 0, 1, 2, … |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in defended:
+            curve = ", ".join(pct(v) for v in r["certified_accuracy"]) if r.get("certified_accuracy") else "–"
+            auroc = f"{r['detection_auroc']:.3f}" if r.get("detection_auroc") is not None else "–"
+            lines.append(f"| {r['scenario']} | {pct(r['undefended_attack_success_rate'])} | "
+                         f"{pct(r['attack_success_rate'])} | {pct(r['undefended_clean_accuracy'])} | "
+                         f"{pct(r.get('detection_recall'))} | {pct(r.get('detection_precision'))} | {auroc} | "
+                         f"{curve} |")
     return "\n".join(lines) + "\n"
 
 

@@ -39,19 +39,25 @@ class Scenario(BaseModel):
     goal: Literal["integrity", "availability"] = "integrity"
     knowledge: Literal["white-box", "grey-box", "black-box"] = "white-box"
     setting: Literal["frozen", "finetune", "scratch"] = "scratch"
+    defense: str = "none"
+    defense_params: dict = Field(default_factory=dict)
     trials: int = Field(1, ge=1)
     seed: int = 0
 
     @property
     def hash(self) -> str:
-        return config_hash(self.model_dump(mode="json", exclude=HASH_EXCLUDES))
+        fields = self.model_dump(mode="json", exclude=HASH_EXCLUDES)
+        if self.defense == "none" and not self.defense_params:  # scenarios from before defenses keep their hash
+            del fields["defense"], fields["defense_params"]
+        return config_hash(fields)
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
         budget = f"{self.budget:g}" if isinstance(self.budget, float) else str(self.budget)
-        return f"{self.dataset}/{self.model}/{self.attack}" + (f"@{budget}" if self.attack != "none" else "")
+        label = f"{self.dataset}/{self.model}/{self.attack}" + (f"@{budget}" if self.attack != "none" else "")
+        return label + (f"+{self.defense}" if self.defense != "none" else "")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -9,10 +9,12 @@ import torch
 
 from ..attacks import check_compatible, make_attack
 from ..data import Splits, load_dataset
+from ..defenses import make_defense
 from ..metrics import attack_success_rate, clean_accuracy
 from ..models import Classifier, ModelCache, build_model, predict, train
 from ..seeding import derive_seed
 from ..threat import ThreatModel
+from .defend import defend
 from .scenario import Scenario
 
 
@@ -40,7 +42,8 @@ def prepare(scenario: Scenario, trial: int):
     attack = make_attack(scenario.attack, **scenario.attack_params)
     check_compatible(attack, threat, validation=data.val)
     build_model(scenario.model, data.train.shape, data.train.num_classes)  # fails fast on an unknown model
-    return seed, data, threat, attack
+    defense = None if scenario.defense == "none" else make_defense(scenario.defense, **scenario.defense_params)
+    return seed, data, threat, attack, defense
 
 
 VICTIM_FIELDS = {"dataset", "classes", "train_size", "test_size", "val_size", "model", "recipe", "seed"}
@@ -67,17 +70,27 @@ def clean_victim(scenario: Scenario, trial: int, data: Splits, cache_dir: str | 
 
 def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> dict:
     """Run trial `trial` of `scenario` and return its counts and timings; clean victims are cached in `cache_dir`."""
-    seed, data, threat, attack = prepare(scenario, trial)
+    seed, data, threat, attack, defense = prepare(scenario, trial)
     start = time.perf_counter()
     poison = attack.craft(data.train, threat, seed=seed, validation=data.val)
     crafted = time.perf_counter()
     clean = clean_victim(scenario, trial, data, cache_dir)
-    if len(poison):
-        model = build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
-        train(model, poison.apply(data.train), scenario.recipe, seed=seed)
-    else:
-        model = clean
+
+    def build() -> Classifier:
+        return build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
+
+    poisoned = poison.apply(data.train)
+    model = train(build(), poisoned, scenario.recipe, seed=seed) if len(poison) else clean
     trained = time.perf_counter()
+    defense_row = {}
+    if defense is not None:
+        undefended = model
+        model, defense_row = defend(defense, build, poisoned, poison, undefended, scenario.recipe, seed,
+                                    threat.budget, data.test)
+        undefended_success = attack_success_rate(undefended, data.test, poison)
+        defense_row |= {"undefended_correct": clean_accuracy(undefended, data.test).successes,
+                        "undefended_asr_hits": None if undefended_success is None else undefended_success.successes,
+                        "defense_seconds": time.perf_counter() - trained}
     accuracy = clean_accuracy(model, data.test)
     success = attack_success_rate(model, data.test, poison)
     clean_success = attack_success_rate(clean, data.test, poison)  # the rate without poisoning, for reference
@@ -93,5 +106,5 @@ def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> d
         "clean_victim_others_correct": int((predict(clean, data.test.x[others]) == data.test.y[others]).sum()),
         "n_others": int(others.sum()),
         "craft_seconds": crafted - start, "train_seconds": trained - crafted,
-        "seconds": time.perf_counter() - start,
+        "seconds": time.perf_counter() - start, **defense_row,
     }

@@ -1,0 +1,120 @@
+"""What every detector shares: the `Detector` base (score each training sample, higher = more suspicious), the
+representation it scores, robust per-class standardisation, removal of the top fraction, and detection metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..models import Classifier
+
+
+@dataclass
+class Detector:
+    """A data-sanitisation defense. `score(train, model)` gives one score per training sample (higher = more
+    suspicious); the defended victim is retrained without the top `removal` fraction of the training set.
+
+    `removal=None` removes 1.5× the attacker's budget, the defender's assumed upper bound on the poison fraction
+    (the convention of Tran et al. 2018). `space` is where samples are compared: "features" (the penultimate
+    layer of the model trained on the possibly-poisoned data) or "input" (raw pixels)."""
+
+    name: ClassVar[str] = "detector"
+    summary: ClassVar[str] = ""
+    kind: ClassVar[str] = "detector"
+    removal: float | None = None
+    space: str = "features"
+
+    def __post_init__(self) -> None:
+        if self.removal is not None and not 0 < self.removal < 1:
+            raise ConfigError(f"{self.name}: removal is the fraction of the training set to drop, in (0, 1); "
+                              f"got {self.removal}.")
+        if self.space not in ("features", "input"):
+            raise ConfigError(f"{self.name}: space must be 'features' or 'input'; got {self.space!r}.")
+
+    @property
+    def needs_model(self) -> bool:
+        return self.space == "features"
+
+    def score(self, train: Dataset, model: Classifier | None = None, seed: int = 0) -> torch.Tensor:
+        """One float per training sample; higher is more suspicious."""
+        return self.score_representation(representation(train, model, self.space), train.y, seed)
+
+    def score_representation(self, z: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def n_remove(self, n_train: int, n_budget: int) -> int:
+        """How many samples to drop: `removal` of the training set, or 1.5× the budget."""
+        n = round(self.removal * n_train) if self.removal is not None else round(1.5 * n_budget)
+        return min(max(n, 0), n_train - 1)
+
+
+def representation(train: Dataset, model: Classifier | None, space: str, batch_size: int = 1024) -> torch.Tensor:
+    """N×D: the model's penultimate-layer features of every training image, or its flattened pixels."""
+    if space == "input":
+        return train.x.flatten(1)
+    if model is None:
+        raise ConfigError("this detector scores feature-space representations: it needs the model trained on the "
+                          "(possibly poisoned) training set; pass one, or use space='input'.")
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model.features(b).flatten(1) for b in train.x.split(batch_size)])
+
+
+def by_class(y: torch.Tensor):
+    """(class, indices) for every class present in `y`."""
+    for c in torch.unique(y).tolist():
+        yield c, torch.nonzero(y == c).squeeze(1)
+
+
+def robust_z(values: torch.Tensor) -> torch.Tensor:
+    """(v − median) / (1.4826 · MAD): a standard normal's scale for clean samples, unmoved by a minority of
+    outliers, so that scores from classes of different spread rank on one scale."""
+    median = values.median()
+    mad = (values - median).abs().median() * 1.4826
+    scale = mad if mad > 0 else (values - median).abs().mean().clamp_min(1e-12)
+    return (values - median) / scale
+
+
+def removal_mask(scores: torch.Tensor, n_remove: int) -> torch.Tensor:
+    """True for the samples kept: all but the `n_remove` highest scores (ties broken by index, stably)."""
+    if scores.isnan().any():
+        raise ValueError("detector scores contain NaN")
+    keep = torch.ones(len(scores), dtype=torch.bool)
+    if n_remove > 0:
+        order = torch.sort(scores, descending=True, stable=True).indices
+        keep[order[:n_remove]] = False
+    return keep
+
+
+def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float | None:
+    """Area under the ROC curve of `scores` for the `positive` samples (ties count one half); None if either
+    group is empty."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = average_ranks(scores.double())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks, ties given their average rank (Mann-Whitney)."""
+    order = torch.argsort(values, stable=True)
+    sorted_values = values[order]
+    _, inverse, counts = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    average = ends - (counts.double() - 1) / 2
+    ranks = torch.empty_like(values)
+    ranks[order] = average[inverse]
+    return ranks
+
+
+def detection_metrics(scores: torch.Tensor, is_poison: torch.Tensor, keep: torch.Tensor) -> dict:
+    """Counts and AUROC of a detector against the known poisons: a row's raw material (pooled over trials)."""
+    removed = ~keep
+    return {"n_scored": len(scores), "n_removed": int(removed.sum()),
+            "removed_poisons": int((removed & is_poison).sum()), "n_poisons_present": int(is_poison.sum()),
+            "detection_auroc": auroc(scores, is_poison)}

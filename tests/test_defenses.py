@@ -1,0 +1,143 @@
+"""Detectors and certified defenses: their effect against known poisons, and the promises every detector keeps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from poisonlab import ThreatModel, build_model, make_attack, train
+from poisonlab.defenses import DEFENSES, DPA, certified_accuracy, certified_radius, make_defense
+from poisonlab.defenses.detect import auroc, detection_metrics, removal_mask, robust_z
+from poisonlab.errors import ConfigError
+from poisonlab.metrics import attack_success_rate, clean_accuracy
+from poisonlab.models import TrainRecipe
+
+DETECTORS = [name for name, cls in DEFENSES.items() if cls.kind == "detector"]
+FASHION_RECIPE = TrainRecipe(epochs=4, batch_size=64, lr=0.002, schedule="cosine")
+
+
+def poisoned_set(splits, attack: str, budget: float, seed: int, classes=None, train_size=None, **params):
+    data = splits.subset(classes, train_size, 2000 if train_size else None, seed=seed)
+    fields = {"target_class": 7} if attack == "badnets" else {"goal": "availability"}
+    threat = ThreatModel.for_data(data.train, budget, **fields)
+    poison = make_attack(attack, **params).craft(data.train, threat, seed=seed)
+    poisoned = poison.apply(data.train)
+    is_poison = torch.zeros(len(poisoned), dtype=torch.bool)
+    is_poison[poison.indices] = True
+    return data, threat, poison, poisoned, is_poison
+
+
+def detect(name: str, poisoned, is_poison, budget: int, model=None, seed: int = 0, **params):
+    defense = make_defense(name, **params)
+    scores = defense.score(poisoned, model, seed=seed)
+    keep = removal_mask(scores, defense.n_remove(len(poisoned), budget))
+    metrics = detection_metrics(scores, is_poison, keep)
+    return metrics["removed_poisons"] / metrics["n_poisons_present"], metrics["detection_auroc"], keep
+
+
+@pytest.fixture(scope="module")
+def fashion_badnets(fashion):
+    """Fashion-MNIST, 6,000 training images, BadNets 5% (300 poisons) -> class 7, a convnet trained on them."""
+    data, threat, poison, poisoned, is_poison = poisoned_set(
+        fashion, "badnets", 0.05, seed=0, train_size=6000, patch_size=4, margin=1, pattern="checkerboard")
+    model = train(build_model("convnet", data.train.shape, 10, seed=0), poisoned, FASHION_RECIPE, seed=0)
+    return data, threat, poison, poisoned, is_poison, model
+
+
+@pytest.mark.parametrize("name", ["spectral-signatures", "activation-clustering", "spectre"])
+def test_feature_detectors_remove_90pct_of_badnets_poisons_at_1p5x_budget_on_fashion_mnist(fashion_badnets, name):
+    data, threat, poison, poisoned, is_poison, model = fashion_badnets
+    assert attack_success_rate(model, data.test, poison).value > 0.9  # the backdoor is in
+    recall, area, _ = detect(name, poisoned, is_poison, threat.budget, model)
+    assert recall >= 0.9 and area >= 0.95, (recall, area)
+
+
+@pytest.mark.parametrize("name", ["spectral-signatures", "activation-clustering"])
+def test_retraining_on_kept_data_brings_badnets_success_below_10pct_on_fashion_mnist(fashion_badnets, name):
+    data, threat, poison, poisoned, is_poison, model = fashion_badnets
+    _, _, keep = detect(name, poisoned, is_poison, threat.budget, model)
+    kept = poisoned.take(torch.nonzero(keep).squeeze(1))
+    defended = train(build_model("convnet", data.train.shape, 10, seed=0), kept, FASHION_RECIPE, seed=0)
+    assert attack_success_rate(defended, data.test, poison).value < 0.10
+    assert clean_accuracy(defended, data.test).value > clean_accuracy(model, data.test).value - 0.03
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_slab_and_sphere_catch_label_flips_in_input_space_on_binary_digits(digits, seed):
+    _, threat, _, poisoned, is_poison = poisoned_set(digits, "label-flip", 0.05, seed, classes=[0, 1])
+    slab_recall, slab_auroc, _ = detect("slab", poisoned, is_poison, threat.budget)
+    sphere_recall, sphere_auroc, _ = detect("sphere", poisoned, is_poison, threat.budget)
+    assert slab_recall >= 0.9 and slab_auroc >= 0.99, (slab_recall, slab_auroc)
+    assert sphere_recall >= 0.7 and sphere_auroc >= 0.95, (sphere_recall, sphere_auroc)
+
+
+def test_deep_knn_catches_label_flips_among_ten_digit_classes(digits):
+    _, threat, _, poisoned, is_poison = poisoned_set(digits, "label-flip", 0.05, seed=0)
+    recall, area, _ = detect("deep-knn", poisoned, is_poison, threat.budget, space="input", k=10)
+    assert recall >= 0.95 and area >= 0.99, (recall, area)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_every_detector_gives_one_finite_seeded_score_per_sample_and_leaves_data_untouched(digits, name):
+    _, threat, _, poisoned, _ = poisoned_set(digits, "label-flip", 0.05, seed=0, classes=[0, 1, 2])
+    before = poisoned.x.clone()
+    model = build_model("mlp", poisoned.shape, poisoned.num_classes, seed=0).eval()
+    defense = make_defense(name)
+    first = defense.score(poisoned, model, seed=3)
+    assert first.shape == (len(poisoned),) and torch.isfinite(first).all()
+    assert torch.equal(first, defense.score(poisoned, model, seed=3))
+    assert torch.equal(poisoned.x, before)
+
+
+def test_feature_space_detectors_ask_for_a_model_and_bad_parameters_raise(digits):
+    with pytest.raises(ConfigError, match="needs the model"):
+        make_defense("spectral-signatures").score(digits.train)
+    for name, params in [("spectral-signatures", {"removal": 1.5}), ("deep-knn", {"k": 0}),
+                         ("activation-clustering", {"reduction": "tsne"}), ("sphere", {"space": "pixels"}),
+                         ("spectre", {"support_fraction": 0.3}), ("dpa", {"partitions": 0})]:
+        with pytest.raises(ConfigError):
+            make_defense(name, **params)
+    with pytest.raises(ConfigError, match="choose one of"):
+        make_defense("spectral")
+    with pytest.raises(ConfigError, match="no parameter"):
+        make_defense("slab", radius=3)
+
+
+def test_removal_defaults_to_1p5x_budget_and_auroc_matches_sklearn():
+    assert make_defense("slab").n_remove(1000, 40) == 60
+    assert make_defense("slab", removal=0.1).n_remove(1000, 40) == 100
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 20, (300,), generator=g).float()  # many ties
+    positive = torch.rand(300, generator=g) < 0.2
+    assert auroc(scores, positive) == pytest.approx(roc_auc_score(positive.numpy(), scores.numpy()))
+    keep = removal_mask(torch.tensor([0.1, 5.0, 3.0, 5.0]), 2)
+    assert keep.tolist() == [True, False, True, False]
+    z = robust_z(torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0]))
+    assert z[2] == 0 and z[-1] > 40  # the outlier does not inflate the scale
+
+
+def test_dpa_certified_radius_matches_hand_computed_cases():
+    # votes over 3 classes from 10 models; ties go to the smaller class
+    votes = torch.tensor([[5.0, 3, 2], [4, 4, 2], [3, 4, 3], [2, 5, 3], [10, 0, 0], [0, 6, 4]])
+    # (5-3)/2=1; tie -> class 0, (4-4)/2=0; class 1 vs class 0 (+1 tie edge): (4-4)/2=0; (5-(2+1))/2=1;
+    # 10/2=5; class 1 vs class 0 (0+1) and class 2 (4): (6-4)/2=1
+    assert certified_radius(votes).tolist() == [1, 0, 0, 1, 5, 1]
+    y = torch.tensor([0, 0, 1, 1, 1, 1])  # row 4 predicts 0: wrong
+    assert certified_accuracy(votes, y) == pytest.approx([5 / 6, 3 / 6, 0, 0, 0, 0])
+
+
+def test_dpa_partitions_by_image_content_and_certifies_a_digits_vote(digits):
+    dpa = DPA(partitions=5)
+    parts = dpa.partition(digits.train.x)
+    assert torch.equal(parts, dpa.partition(digits.train.x.clone()))
+    assert torch.bincount(parts, minlength=5).min() > len(parts) / 5 * 0.8  # roughly balanced
+    flipped = digits.train.with_samples(torch.arange(10), digits.train.x[:10], (digits.train.y[:10] + 1) % 10)
+    assert torch.equal(dpa.partition(flipped.x), parts)  # a label flip stays in its part
+    recipe = TrainRecipe(optimizer="exact", C=1.0)
+    ensemble = dpa.fit(lambda: build_model("logistic", digits.train.shape, 10), digits.train, recipe, seed=0)
+    votes = ensemble.votes(digits.test.x)
+    assert votes.sum(1).eq(5).all()
+    curve = certified_accuracy(votes, digits.test.y)
+    assert len(curve) == 3 and curve[0] == pytest.approx(clean_accuracy(ensemble, digits.test).value)
+    assert curve[0] > 0.9 and curve[0] >= curve[1] >= curve[2] > 0.5
