@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -22,9 +23,28 @@ def poison_mask(poison: PoisonSet, poisoned: Dataset) -> torch.Tensor:
     return mask
 
 
-def defend(defense, build: Callable[[], Classifier], poisoned: Dataset, poison: PoisonSet, victim: Classifier,
-           recipe: TrainRecipe, seed: int, budget: int, test: Dataset) -> tuple[nn.Module, dict]:
-    """The defended victim and the defense's own counts (detection, or certified accuracy)."""
+def defend(defense, build: Callable[[], Classifier], clean_train: Dataset, poison: PoisonSet, victim: Classifier,
+           clean_victim: Classifier, recipe: TrainRecipe, seed: int, budget: int,
+           test: Dataset) -> tuple[nn.Module, dict]:
+    """The defended victim and the defense's own counts (detection, flagged classes, rejections, certificates).
+
+    Inspection and input filters assume, as their papers do, that the defender holds a few clean images: a
+    `clean_fraction` of the training set taken before poisoning."""
+    poisoned = poison.apply(clean_train)
+    if defense.kind == "inspection":
+        held = defense.defender_data(clean_train, seed)
+        inspection = defense.inspect(victim, held, seed)
+        on_clean = defense.inspect(clean_victim, held, seed)
+        counts = {"flagged_classes": inspection.flagged, "clean_victim_flagged_classes": on_clean.flagged,
+                  "anomaly_index": inspection.anomaly_index.tolist(), "mask_norms": inspection.mask_norms.tolist()}
+        return defense.mitigate(copy.deepcopy(victim), held, inspection, recipe, seed), counts
+    if defense.kind == "input-filter":
+        guarded = defense.fit(victim, defense.defender_data(clean_train, seed), seed)
+        counts = {"rejected_clean": int(guarded.rejected(test.x).sum())}
+        if poison.trigger is not None:
+            eligible = poison.backdoor_targets(test.y) != test.y
+            counts["rejected_triggered"] = int(guarded.rejected(poison.trigger.apply(test.x[eligible])).sum())
+        return guarded, counts
     if isinstance(defense, Detector):
         scores = defense.score(poisoned, victim if defense.needs_model else None, seed=seed)
         keep = removal_mask(scores, defense.n_remove(len(poisoned), budget))

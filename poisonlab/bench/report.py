@@ -74,6 +74,17 @@ def defense_fields(scenario: Scenario, trials: list[dict], success: Rate | None)
                    "detection_recall_ci": list(recall.ci) if present else None,
                    "detection_auroc": sum(aurocs) / len(aurocs) if aurocs else None,
                    "removed_fraction": removed / sum(t["n_scored"] for t in trials)}
+    if "flagged_classes" in trials[0]:
+        target = scenario.target_class
+        fields |= {"target_flagged_rate": sum(target in t["flagged_classes"] for t in trials) / len(trials)
+                   if target is not None else None,
+                   "clean_victim_false_flag_rate": sum(bool(t["clean_victim_flagged_classes"]) for t in trials)
+                   / len(trials),
+                   "flagged_classes": [t["flagged_classes"] for t in trials]}
+    if "rejected_clean" in trials[0]:
+        fields["rejection_clean"] = sum(t["rejected_clean"] for t in trials) / n_test
+        if success and success.trials and "rejected_triggered" in trials[0]:
+            fields["rejection_triggered"] = sum(t["rejected_triggered"] for t in trials) / success.trials
     if "certified_accuracy" in trials[0]:
         curves = [t["certified_accuracy"] for t in trials]
         fields["certified_accuracy"] = [sum(c[r] for c in curves) / len(curves) for r in range(len(curves[0]))]
@@ -103,16 +114,29 @@ def markdown(rows: list[dict], title: str | None = None) -> str:
     defended = [r for r in rows if r.get("defense")]
     if defended:
         lines += ["", "| scenario | undefended attack success | defended attack success | undefended clean accuracy | "
-                  "detection recall | precision | AUROC | certified accuracy at radius 0, 1, 2, … |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                  "defended clean accuracy | what the defense saw |", "| --- | ---: | ---: | ---: | ---: | --- |"]
         for r in defended:
-            curve = ", ".join(pct(v) for v in r["certified_accuracy"]) if r.get("certified_accuracy") else "–"
-            auroc = f"{r['detection_auroc']:.3f}" if r.get("detection_auroc") is not None else "–"
             lines.append(f"| {r['scenario']} | {pct(r['undefended_attack_success_rate'])} | "
                          f"{pct(r['attack_success_rate'])} | {pct(r['undefended_clean_accuracy'])} | "
-                         f"{pct(r.get('detection_recall'))} | {pct(r.get('detection_precision'))} | {auroc} | "
-                         f"{curve} |")
+                         f"{pct(r['clean_accuracy'])} | {defense_outcome(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def defense_outcome(r: dict) -> str:
+    """One cell: detection recall / precision / AUROC, flagged classes, rejections, or certified accuracy."""
+    if r.get("detection_recall") is not None or "detection_auroc" in r:
+        auroc = f"{r['detection_auroc']:.3f}" if r.get("detection_auroc") is not None else "–"
+        return (f"recall {pct(r.get('detection_recall'))}, precision {pct(r.get('detection_precision'))}, "
+                f"AUROC {auroc}, removed {pct(r['removed_fraction'])}")
+    if "flagged_classes" in r:
+        return (f"target flagged in {pct(r['target_flagged_rate'])} of trials; clean victim flagged in "
+                f"{pct(r['clean_victim_false_flag_rate'])}")
+    if "rejection_clean" in r:
+        return (f"rejects {pct(r.get('rejection_triggered'))} of triggered, {pct(r['rejection_clean'])} of clean "
+                "test inputs")
+    if r.get("certified_accuracy"):
+        return "certified accuracy at radius 0, 1, …: " + ", ".join(pct(v) for v in r["certified_accuracy"])
+    return "–"
 
 
 def write_report(out_dir: str | Path, rows: list[dict], title: str | None = None) -> str:

@@ -85,7 +85,7 @@ def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> d
     defense_row = {}
     if defense is not None:
         undefended = model
-        model, defense_row = defend(defense, build, poisoned, poison, undefended, scenario.recipe, seed,
+        model, defense_row = defend(defense, build, data.train, poison, undefended, clean, scenario.recipe, seed,
                                     threat.budget, data.test)
         undefended_success = attack_success_rate(undefended, data.test, poison)
         defense_row |= {"undefended_correct": clean_accuracy(undefended, data.test).successes,

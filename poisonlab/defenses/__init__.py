@@ -9,13 +9,15 @@ from .activation_clustering import ActivationClustering
 from .deep_knn import DeepKNN
 from .detect import Detector, detection_metrics, removal_mask
 from .dpa import DPA, VoteEnsemble, certified_accuracy, certified_radius
+from .neural_cleanse import Inspection, NeuralCleanse
 from .slab import Slab
 from .spectral import SpectralSignatures
 from .spectre import Spectre
 from .sphere import Sphere
+from .strip import STRIP, RejectingClassifier
 
 DEFENSES: dict[str, type] = {cls.name: cls for cls in (SpectralSignatures, ActivationClustering, DeepKNN, Sphere,
-                                                        Slab, Spectre, DPA)}
+                                                        Slab, Spectre, NeuralCleanse, STRIP, DPA)}
 
 
 def make_defense(name: str, **params):
@@ -34,6 +36,6 @@ def make_defense(name: str, **params):
         raise ConfigError(f"defense {name!r}: {exc}.") from None
 
 
-__all__ = ["DEFENSES", "DPA", "ActivationClustering", "DeepKNN", "Detector", "VoteEnsemble", "certified_accuracy",
-           "certified_radius", "Slab", "SpectralSignatures", "Spectre",
-           "Sphere", "detection_metrics", "make_defense", "removal_mask"]
+__all__ = ["DEFENSES", "DPA", "STRIP", "ActivationClustering", "DeepKNN", "Detector", "Inspection", "NeuralCleanse",
+           "RejectingClassifier", "Slab", "SpectralSignatures", "Spectre", "Sphere", "VoteEnsemble",
+           "certified_accuracy", "certified_radius", "detection_metrics", "make_defense", "removal_mask"]
