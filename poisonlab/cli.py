@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -135,11 +136,136 @@ def bench(
         typer.echo(f"skipped (data not installed): {reason}", err=True)
     out = out or Path("poisonlab-out") / suite
     rows = run_and_report(loaded.scenarios, out, workers, as_json, progress, f"suite {suite}: {loaded.description}")
+    if loaded.matrix:
+        from .bench.report import write_matrix
+
+        path = write_matrix(out, rows, f"suite {suite}: attack × defense")
+        typer.echo(f"matrix: {path}", err=as_json)
     if loaded.plot:
         from .bench.plot import write_plot
 
         path = write_plot(rows, loaded.plot, out)
         typer.echo(f"plot: {path}", err=as_json)
+
+
+DataOpt = Annotated[str, typer.Option(help="digits | mnist | mnist-t10k | fashion-mnist | cifar10 | npz")]
+TrainSizeOpt = Annotated[int | None, typer.Option(help="Seeded random subset of the training set (same --seed "
+                                                  "and size in `craft` and `scan`).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the subset, the attack and the model.")]
+
+
+@app.command()
+def craft(
+    out: Annotated[Path, typer.Argument(help="Where to write the PoisonSet (.npz, with a readable .json beside).")],
+    attack: Annotated[str, typer.Option(help="An attack (see `list`).")],
+    dataset: DataOpt = "digits", data_root: RootOpt = None, train_size: TrainSizeOpt = None,
+    budget: Annotated[str, typer.Option(help="A count (10) or a fraction of the training set (0.05).")] = "0.05",
+    target_class: Annotated[int | None, typer.Option(help="The attacker's target class.")] = None,
+    eps: Annotated[float, typer.Option(help="L-inf bound on a poison's change.")] = 1.0,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter KEY=VALUE.")]
+    = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Craft poisons against a data set's (seeded) training subset and save them as a PoisonSet, for `scan` or for
+    anyone's training pipeline. Attacks that need a surrogate or validation data run through `run`."""
+    from .attacks import check_compatible, make_attack
+    from .bench.scenario import parse_budget, parse_params
+    from .data import load_dataset
+    from .scan import data_fingerprint
+    from .threat import ThreatModel
+
+    train = load_dataset(dataset, root=data_root).subset(None, train_size, None, seed=seed).train
+    threat = ThreatModel.for_data(train, parse_budget(budget), eps=eps, target_class=target_class)
+    chosen = make_attack(attack, **parse_params(param or []))
+    check_compatible(chosen, threat)
+    poison = chosen.craft(train, threat, seed=seed)
+    data = {"dataset": dataset, "train_size": len(train), "seed": seed, "fingerprint": data_fingerprint(train)}
+    path = dataclasses.replace(poison, params={**poison.params, "data": data}).save(out)
+    typer.echo(f"{len(poison)} poisons ({attack}) for {dataset} ({len(train)} training images, seed {seed}): {path}")
+
+
+@app.command()
+def scan(
+    detector: Annotated[str, typer.Option(help="A detector (see `list`): spectral-signatures, "
+                                               "activation-clustering, spectre, deep-knn, sphere, slab.")]
+    = "spectral-signatures",
+    dataset: DataOpt = "digits", data_root: RootOpt = None, train_size: TrainSizeOpt = None,
+    poison_set: Annotated[Path | None, typer.Option(help="A PoisonSet .npz (from `craft` or the API) to apply to "
+                                                     "the training set first; its poisons are then marked.")] = None,
+    defense_param: Annotated[list[str] | None, typer.Option("--defense-param", "-d", help="Detector "
+                                                            "hyper-parameter KEY=VALUE.")] = None,
+    model: Annotated[str, typer.Option(help="The model trained on the data for feature-space detectors.")]
+    = "convnet",
+    epochs: Annotated[int, typer.Option(help="Training epochs of that model.")] = 4,
+    lr: Annotated[float, typer.Option(help="Its learning rate (Adam, cosine schedule, batch 64).")] = 0.002,
+    top: Annotated[int, typer.Option(min=1, help="How many of the most suspicious images the grid shows.")] = 64,
+    seed: SeedOpt = 0, out: OutOpt = None, progress: ProgressOpt = True,
+) -> None:
+    """Rank a training set's samples by a detector's suspicion: writes scan.csv (most suspicious first) and
+    top.png (an image grid), training (or loading from the cache in --out) the model the detector needs."""
+    from .bench.scenario import parse_params
+    from .scan import rank, write_scan
+
+    out = out or Path("poisonlab-out") / "scan"
+    chosen, train, is_poison = scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_param,
+                                           seed, parse_params)
+    fitted = scan_model(model, train, epochs, lr, seed, out, progress) if chosen.needs_model else None
+    result = rank(chosen, train, fitted, seed=seed, is_poison=is_poison)
+    csv_path, png_path = write_scan(result, out, top)
+    typer.echo(f"scanned {len(train)} samples with {detector}: ranking {csv_path}, top {top} {png_path}")
+    if is_poison is not None:
+        n = int(is_poison.sum())
+        typer.echo(f"known poisons: {n}; among the top {n}: {result.recall_at(n):.1%}, among the top {round(1.5 * n)}: "
+                   f"{result.recall_at(round(1.5 * n)):.1%}; AUROC {result.auroc:.3f}")
+
+
+def scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_param, seed, parse_params):
+    from .data import load_dataset
+    from .defenses import Detector, make_defense
+    from .scan import data_fingerprint
+    from .threat import PoisonSet
+
+    chosen = make_defense(detector, **parse_params(defense_param or []))
+    if not isinstance(chosen, Detector):
+        raise PoisonlabError(f"{detector} is not a detector (it does not score training samples); scan takes one "
+                             "of: spectral-signatures, activation-clustering, spectre, deep-knn, sphere, slab.")
+    train = load_dataset(dataset, root=data_root).subset(None, train_size, None, seed=seed).train
+    if poison_set is None:
+        return chosen, train, None
+    poison = PoisonSet.load(poison_set)
+    expected = poison.params.get("data", {}).get("fingerprint")
+    if expected is not None and expected != data_fingerprint(train):
+        made = poison.params["data"]
+        raise PoisonlabError(f"{poison_set} was crafted for {made['dataset']} with {made['train_size']} training "
+                             f"images and seed {made['seed']}; pass the same --dataset, --train-size and --seed.")
+    from .bench.defend import poison_mask
+
+    poisoned = poison.apply(train)
+    return chosen, poisoned, poison_mask(poison, poisoned)
+
+
+def scan_model(name, train, epochs, lr, seed, out: Path, progress: bool):
+    """The model a feature-space detector reads, trained with a progress bar, or loaded from out/models."""
+    from .bench.runner import make_progress
+    from .models import ModelCache, TrainRecipe, build_model
+    from .models import train as fit
+    from .scan import content_digest
+
+    recipe = TrainRecipe(epochs=epochs, batch_size=64, lr=lr, schedule="cosine")
+    config = {"scan": name, "recipe": recipe.model_dump(), "seed": seed, "data": content_digest(train)}
+
+    def train_with_bar(model):
+        with make_progress(progress) as bar:
+            task = bar.add_task(f"training {name}", total=epochs * -(-len(train) // 64))
+
+            def tick(model, x, y, g):
+                bar.advance(task)
+                return x, y
+
+            fit(model, train, recipe, seed=seed, batch_hook=tick)
+
+    build = lambda: build_model(name, train.shape, train.num_classes, seed=seed)  # noqa: E731
+    return ModelCache(out / "models").get(config, build, train_with_bar)
 
 
 @app.command()

@@ -25,7 +25,7 @@ def test_list_names_every_registry():
         assert name in out
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["report"], ["list"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["report"], ["list"], ["craft"], ["scan"]])
 def test_every_command_has_useful_help(command):
     out = poisonlab(*command, "--help", check=True).stdout
     assert "Usage" in out and len(out.splitlines()) > 5
@@ -64,6 +64,35 @@ def test_run_with_dpa_reports_a_certified_accuracy_curve(tmp_path):
     assert len(curve) == 3 and curve[0] == pytest.approx(row["clean_accuracy"]) and curve[0] >= curve[1] >= curve[2]
     assert_one_paragraph_error(poisonlab("run", "--defense", "dpa", "-d", "parts=3", "--out", str(tmp_path / "x")),
                                "partitions")
+
+
+def test_craft_then_scan_ranks_the_poisons_near_the_top_and_writes_csv_and_grid(tmp_path):
+    poisons = tmp_path / "flips.npz"
+    poisonlab("craft", str(poisons), "--attack", "label-flip", "--dataset", "digits", "--train-size", "1000",
+              "--budget", "0.05", "--seed", "3", check=True)
+    out = poisonlab("scan", "--detector", "deep-knn", "-d", "space=input", "-d", "k=10", "--dataset", "digits",
+                    "--train-size", "1000", "--poison-set", str(poisons), "--seed", "3", "--top", "16", "--out",
+                    str(tmp_path / "scan"), "--no-progress", check=True).stdout
+    assert "known poisons: 50" in out
+    rows = (tmp_path / "scan" / "scan.csv").read_text().splitlines()
+    assert rows[0].startswith("rank,index,source_index,label,class,score,is_poison") and len(rows) == 1 + 1000
+    top = [int(line.split(",")[-1]) for line in rows[1:51]]
+    assert sum(top) >= 0.9 * 50  # the known poisons fill the first places
+    assert (tmp_path / "scan" / "top.png").stat().st_size > 1000
+    wrong_seed = poisonlab("scan", "--dataset", "digits", "--train-size", "1000", "--poison-set", str(poisons),
+                           "--seed", "4", "--detector", "slab", "--out", str(tmp_path / "x"))
+    assert_one_paragraph_error(wrong_seed, "--seed")
+    assert_one_paragraph_error(poisonlab("scan", "--detector", "dpa", "--out", str(tmp_path / "y")), "detector")
+
+
+def test_scan_trains_the_feature_model_once_and_reuses_it(tmp_path):
+    args = ["scan", "--detector", "spectral-signatures", "--dataset", "digits", "--model", "mlp", "--epochs", "2",
+            "--top", "4", "--out", str(tmp_path), "--no-progress"]
+    poisonlab(*args, check=True)
+    first = (tmp_path / "scan.csv").read_text()
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 1
+    poisonlab(*args, check=True)
+    assert (tmp_path / "scan.csv").read_text() == first
 
 
 def test_run_reads_a_yaml_scenario_and_flags_override_it(tmp_path):

@@ -40,18 +40,23 @@ def defend(defense, build: Callable[[], Classifier], clean_train: Dataset, poiso
         return defense.mitigate(copy.deepcopy(victim), held, inspection, recipe, seed), counts
     if defense.kind == "input-filter":
         guarded = defense.fit(victim, defense.defender_data(clean_train, seed), seed)
-        counts = {"rejected_clean": int(guarded.rejected(test.x).sum())}
+        counts = {"rejected_clean": rejections(guarded, test.x)}
         if poison.trigger is not None:
             eligible = poison.backdoor_targets(test.y) != test.y
-            counts["rejected_triggered"] = int(guarded.rejected(poison.trigger.apply(test.x[eligible])).sum())
+            counts["rejected_triggered"] = rejections(guarded, poison.trigger.apply(test.x[eligible]))
         return guarded, counts
     if isinstance(defense, Detector):
         scores = defense.score(poisoned, victim if defense.needs_model else None, seed=seed)
         keep = removal_mask(scores, defense.n_remove(len(poisoned), budget))
-        defended = train(build(), poisoned.take(torch.nonzero(keep).squeeze(1)), recipe, seed=seed)
+        defended = victim if keep.all() else train(build(), poisoned.take(torch.nonzero(keep).squeeze(1)), recipe,
+                                                   seed=seed)
         return defended, detection_metrics(scores, poison_mask(poison, poisoned), keep)
-    defended = defense.fit(build, poisoned, recipe, seed)
-    counts = {}
+    defended, counts = defense.fit(build, poisoned, recipe, seed)
     if hasattr(defended, "votes"):
         counts["certified_accuracy"] = certified_accuracy(defended.votes(test.x), test.y)
     return defended, counts
+
+
+def rejections(guarded, x: torch.Tensor, batch_size: int = 1024) -> int:
+    """How many of `x` an input filter rejects, asked in the chunks `predict` uses (so its memo serves both)."""
+    return sum(int(guarded.rejected(chunk).sum()) for chunk in x.split(batch_size))

@@ -85,6 +85,8 @@ def defense_fields(scenario: Scenario, trials: list[dict], success: Rate | None)
         fields["rejection_clean"] = sum(t["rejected_clean"] for t in trials) / n_test
         if success and success.trials and "rejected_triggered" in trials[0]:
             fields["rejection_triggered"] = sum(t["rejected_triggered"] for t in trials) / success.trials
+    if "dp_epsilon" in trials[0]:
+        fields |= {"dp_epsilon": trials[0]["dp_epsilon"], "dp_delta": trials[0]["dp_delta"]}
     if "certified_accuracy" in trials[0]:
         curves = [t["certified_accuracy"] for t in trials]
         fields["certified_accuracy"] = [sum(c[r] for c in curves) / len(curves) for r in range(len(curves[0]))]
@@ -134,6 +136,8 @@ def defense_outcome(r: dict) -> str:
     if "rejection_clean" in r:
         return (f"rejects {pct(r.get('rejection_triggered'))} of triggered, {pct(r['rejection_clean'])} of clean "
                 "test inputs")
+    if "dp_epsilon" in r:
+        return f"(ε = {r['dp_epsilon']:.2g}, δ = {r['dp_delta']:.1g})"
     if r.get("certified_accuracy"):
         return "certified accuracy at radius 0, 1, …: " + ", ".join(pct(v) for v in r["certified_accuracy"])
     return "–"
@@ -145,3 +149,53 @@ def write_report(out_dir: str | Path, rows: list[dict], title: str | None = None
     atomic_write_bytes(Path(out_dir) / "report.md", text.encode())
     atomic_write_bytes(Path(out_dir) / "report.json", json.dumps(rows, indent=1).encode())
     return text
+
+
+def write_matrix(out_dir: str | Path, rows: list[dict], title: str) -> Path:
+    """Write matrix.md (attack × defense tables) into `out_dir` atomically and return its path."""
+    path = Path(out_dir) / "matrix.md"
+    atomic_write_bytes(path, f"## {title}\n\n{matrix_markdown(rows)}".encode())
+    return path
+
+
+def attack_key(r: dict) -> str:
+    budget = r["budget"]
+    return r["attack"] if r["attack"] == "none" else f"{r['attack']} @ {budget:g}"
+
+
+def matrix_markdown(rows: list[dict]) -> str:
+    """Per data set, attacks × defenses: attack success [95% CI] and clean accuracy of the (defended) victim;
+    then the detectors' AUROC and recall at their removal fraction."""
+    lines = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        cells = {(attack_key(r), r.get("defense", "none")): r for r in rows if r["dataset"] == dataset}
+        attacks = list(dict.fromkeys(a for a, _ in cells))
+        defenses = list(dict.fromkeys(d for _, d in cells))
+        lines += [f"### {dataset}: attack success [95% CI] / clean accuracy", "",
+                  "| attack | " + " | ".join(defenses) + " |", "| --- |" + " --- |" * len(defenses)]
+        for a in attacks:
+            row = [matrix_cell(cells.get((a, d))) for d in defenses]
+            lines.append(f"| {a} | " + " | ".join(row) + " |")
+        detectors = [d for d in defenses if any(c.get("detection_auroc") is not None for (_, dd), c in cells.items()
+                                                if dd == d)]
+        if detectors:
+            lines += ["", f"### {dataset}: detection AUROC / recall at the removal fraction", "",
+                      "| attack | " + " | ".join(detectors) + " |", "| --- |" + " --- |" * len(detectors)]
+            for a in attacks:
+                row = [detection_cell(cells.get((a, d))) for d in detectors]
+                lines.append(f"| {a} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def matrix_cell(r: dict | None) -> str:
+    if r is None:
+        return "–"
+    success = pct(r["attack_success_rate"], r["attack_success_ci"]) if r["attack_success_rate"] is not None else "–"
+    return f"{success} / {pct(r['clean_accuracy'])}"
+
+
+def detection_cell(r: dict | None) -> str:
+    if r is None or r.get("detection_auroc") is None:
+        return "–"
+    return f"{r['detection_auroc']:.3f} / {pct(r['detection_recall'])}"

@@ -68,6 +68,20 @@ def clean_victim(scenario: Scenario, trial: int, data: Splits, cache_dir: str | 
     return ModelCache(cache_dir).get(config, build, fit)
 
 
+def poisoned_victim(scenario: Scenario, trial: int, poisoned, build, cache_dir: str | None) -> Classifier:
+    """The victim trained on the poisoned set; with a defense in the loop it is cached under the undefended
+    scenario's hash, so the cells of an attack × defense matrix share it (crafting is deterministic)."""
+    def fit(model: Classifier) -> None:
+        train(model, poisoned, scenario.recipe, seed=trial_seed(scenario, trial))
+
+    if cache_dir is None or scenario.defense == "none":
+        model = build()
+        fit(model)
+        return model
+    undefended = scenario.model_copy(update={"defense": "none", "defense_params": {}})
+    return ModelCache(cache_dir).get({"trial": trial, "poisoned_scenario": undefended.hash}, build, fit)
+
+
 def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> dict:
     """Run trial `trial` of `scenario` and return its counts and timings; clean victims are cached in `cache_dir`."""
     seed, data, threat, attack, defense = prepare(scenario, trial)
@@ -80,7 +94,7 @@ def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> d
         return build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
 
     poisoned = poison.apply(data.train)
-    model = train(build(), poisoned, scenario.recipe, seed=seed) if len(poison) else clean
+    model = poisoned_victim(scenario, trial, poisoned, build, cache_dir) if len(poison) else clean
     trained = time.perf_counter()
     defense_row = {}
     if defense is not None:

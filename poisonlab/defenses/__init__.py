@@ -6,8 +6,10 @@ import dataclasses
 
 from ..errors import ConfigError
 from .activation_clustering import ActivationClustering
+from .adversarial_poisoning import AdversarialPoisoning
 from .deep_knn import DeepKNN
 from .detect import Detector, detection_metrics, removal_mask
+from .dp_sgd import DPSGD
 from .dpa import DPA, VoteEnsemble, certified_accuracy, certified_radius
 from .neural_cleanse import Inspection, NeuralCleanse
 from .slab import Slab
@@ -17,7 +19,8 @@ from .sphere import Sphere
 from .strip import STRIP, RejectingClassifier
 
 DEFENSES: dict[str, type] = {cls.name: cls for cls in (SpectralSignatures, ActivationClustering, DeepKNN, Sphere,
-                                                        Slab, Spectre, NeuralCleanse, STRIP, DPA)}
+                                                        Slab, Spectre, NeuralCleanse, STRIP, DPSGD,
+                                                        AdversarialPoisoning, DPA)}
 
 
 def make_defense(name: str, **params):
@@ -36,6 +39,7 @@ def make_defense(name: str, **params):
         raise ConfigError(f"defense {name!r}: {exc}.") from None
 
 
-__all__ = ["DEFENSES", "DPA", "STRIP", "ActivationClustering", "DeepKNN", "Detector", "Inspection", "NeuralCleanse",
-           "RejectingClassifier", "Slab", "SpectralSignatures", "Spectre", "Sphere", "VoteEnsemble",
-           "certified_accuracy", "certified_radius", "detection_metrics", "make_defense", "removal_mask"]
+__all__ = ["DEFENSES", "DPA", "DPSGD", "STRIP", "ActivationClustering", "AdversarialPoisoning", "DeepKNN", "Detector",
+           "Inspection", "NeuralCleanse", "RejectingClassifier", "Slab", "SpectralSignatures", "Spectre", "Sphere",
+           "VoteEnsemble", "certified_accuracy", "certified_radius", "detection_metrics", "make_defense",
+           "removal_mask"]

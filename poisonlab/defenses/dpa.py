@@ -40,7 +40,8 @@ class DPA:
         weights = torch.randint(1, 2**20, (pixels.shape[1],), generator=torch.Generator().manual_seed(1))
         return (pixels * weights).sum(1) % self.partitions
 
-    def fit(self, build: Callable[[], Classifier], train_set: Dataset, recipe: TrainRecipe, seed: int) -> VoteEnsemble:
+    def fit(self, build: Callable[[], Classifier], train_set: Dataset, recipe: TrainRecipe,
+            seed: int) -> tuple[VoteEnsemble, dict]:
         parts = self.partition(train_set.x)
         sizes = torch.bincount(parts, minlength=self.partitions)
         if int(sizes.min()) == 0:
@@ -51,7 +52,7 @@ class DPA:
             model = build()
             part = train_set.take(torch.nonzero(parts == k).squeeze(1))
             models.append(train(model, part, recipe, seed=derive_seed(seed, "dpa", k)))
-        return VoteEnsemble(models, train_set.num_classes)
+        return VoteEnsemble(models, train_set.num_classes), {}
 
 
 class VoteEnsemble(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -34,10 +35,13 @@ class TrainRecipe(BaseModel):
     seed: int = 0
 
 
-def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | None = None) -> Classifier:
+def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | None = None,
+          batch_hook: Callable | None = None) -> Classifier:
     """Train `model` in place on `dataset` by `recipe` (seed overrides recipe.seed) and return it in eval mode.
 
     optimizer="exact" solves a linear model's convex problem to optimality instead (see models/exact.py).
+    `batch_hook(model, x, y, g) -> (x, y)` may rewrite each augmented batch before the step (defenses that
+    train on batches changed on the fly).
     """
     if recipe.optimizer == "exact":
         return fit_exact(model, dataset, recipe.C)
@@ -55,8 +59,10 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
     for _ in range(recipe.epochs):
         order = torch.randperm(len(dataset), generator=g)
         for batch in order.split(recipe.batch_size):
-            x = augment(dataset.x[batch], recipe.augment, g)
-            loss = loss_fn(model, model(x), dataset.y[batch])
+            x, y = augment(dataset.x[batch], recipe.augment, g), dataset.y[batch]
+            if batch_hook is not None:
+                x, y = batch_hook(model, x, y, g)
+            loss = loss_fn(model, model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

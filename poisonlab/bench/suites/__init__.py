@@ -1,4 +1,4 @@
-"""Named suites: YAML files beside this module, each a list of groups (a base scenario) × attacks."""
+"""Named suites: YAML files beside this module, each a list of groups (a base scenario) × attacks (× defenses)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class Suite:
     scenarios: list[Scenario]
     skipped: list[str]
     plot: dict | None = None
+    matrix: bool = False
 
 
 def suite_names() -> list[str]:
@@ -47,19 +48,30 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
             skipped.append(f"{base['dataset']}: {reason}")
             continue
         for entry in spec["attacks"]:
+            if entry["name"] in group.get("skip_attacks", []):
+                continue
             for budget in entry.get("budgets", [None]):
-                scenarios.append(group_scenario(base, group, entry, name, budget))
-    return Suite(name, spec["description"], scenarios, skipped, spec.get("plot"))
+                for defense in spec.get("defenses", [{"defense": "none"}]):
+                    scenarios.append(group_scenario(base, group, entry, name, budget, defense))
+    return Suite(name, spec["description"], scenarios, skipped, spec.get("plot"), "defenses" in spec)
 
 
-def group_scenario(base: dict, group: dict, entry: dict, suite: str, budget=None) -> Scenario:
-    """One scenario: the group's base, the attack entry, and (for entries with `budgets`) one of its budgets."""
+def group_scenario(base: dict, group: dict, entry: dict, suite: str, budget=None, defense: dict | None = None
+                   ) -> Scenario:
+    """One scenario: the group's base, the attack entry, (for entries with `budgets`) one of its budgets, and a
+    defense entry (its parameters from the entry, then the group's `defense_params` for that defense)."""
     entry = {k: v for k, v in entry.items() if k != "budgets"}
+    defense = dict(defense or {"defense": "none"})
+    if defense["defense"] != "none":
+        defense["defense_params"] = {**group.get("defense_params", {}).get(defense["defense"], {}),
+                                     **defense.get("defense_params", {})}
     params = {**group.get(entry["attack"], {}), **entry.pop("attack_params", {})}
     label = f"{base['dataset']}: {entry.pop('name')}"
     if budget is not None:
         entry["budget"], label = budget, f"{label} ({budget})"
-    return scenario_from_dict({**base, **entry, "name": label, "attack_params": params}, f"suite {suite}")
+    if defense["defense"] != "none":
+        label = f"{label} + {defense['defense']}"
+    return scenario_from_dict({**base, **entry, **defense, "name": label, "attack_params": params}, f"suite {suite}")
 
 
 def unavailable(dataset: str, data_root: str | None) -> str | None:
