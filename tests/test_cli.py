@@ -85,6 +85,19 @@ def test_craft_then_scan_ranks_the_poisons_near_the_top_and_writes_csv_and_grid(
     assert_one_paragraph_error(poisonlab("scan", "--detector", "dpa", "--out", str(tmp_path / "y")), "detector")
 
 
+@pytest.mark.slow
+def test_scan_ranks_badnets_poisons_first_on_a_poisoned_fashion_mnist_set(tmp_path, fashion):
+    poisons = tmp_path / "badnets.npz"
+    poisonlab("craft", str(poisons), "--attack", "badnets", "-p", "patch_size=4", "-p", "pattern=checkerboard",
+              "--dataset", "fashion-mnist", "--train-size", "6000", "--budget", "0.05", "--target-class", "7",
+              check=True)
+    out = poisonlab("scan", "--detector", "spectral-signatures", "--dataset", "fashion-mnist", "--train-size", "6000",
+                    "--poison-set", str(poisons), "--out", str(tmp_path / "scan"), "--no-progress", check=True).stdout
+    assert "known poisons: 300" in out
+    rows = (tmp_path / "scan" / "scan.csv").read_text().splitlines()[1:]
+    assert sum(int(line.split(",")[-1]) for line in rows[:450]) >= 0.9 * 300
+
+
 def test_scan_trains_the_feature_model_once_and_reuses_it(tmp_path):
     args = ["scan", "--detector", "spectral-signatures", "--dataset", "digits", "--model", "mlp", "--epochs", "2",
             "--top", "4", "--out", str(tmp_path), "--no-progress"]
