@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..errors import ConfigError
+from ..registry import build
 from ..threat import ThreatModel
 from .alfa import ALFA
 from .back_gradient import BackGradient
@@ -22,18 +21,7 @@ ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA,
 
 def make_attack(name: str, **params) -> Attack:
     """The attack `name` with hyper-parameters `params`; unknown names and keys are errors listing valid ones."""
-    if name not in ATTACKS:
-        raise ConfigError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}.")
-    cls = ATTACKS[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ConfigError(f"attack {name!r} has no parameter {', '.join(unknown)}; its parameters are: "
-                          f"{', '.join(fields) or '(none)'}.")
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ConfigError(f"attack {name!r}: {exc}.") from None
+    return build("attack", ATTACKS, name, params)
 
 
 def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, validation=None) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-from ..errors import ConfigError
+from ..registry import build
 from .activation_clustering import ActivationClustering
 from .adversarial_poisoning import AdversarialPoisoning
 from .deep_knn import DeepKNN
@@ -25,18 +23,7 @@ DEFENSES: dict[str, type] = {cls.name: cls for cls in (SpectralSignatures, Activ
 
 def make_defense(name: str, **params):
     """The defense `name` with hyper-parameters `params`; unknown names and keys are errors listing valid ones."""
-    if name not in DEFENSES:
-        raise ConfigError(f"unknown defense {name!r}; choose one of: none, {', '.join(DEFENSES)}.")
-    cls = DEFENSES[name]
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ConfigError(f"defense {name!r} has no parameter {', '.join(unknown)}; its parameters are: "
-                          f"{', '.join(fields) or '(none)'}.")
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ConfigError(f"defense {name!r}: {exc}.") from None
+    return build("defense", DEFENSES, name, params, extra_names=("none",))
 
 
 __all__ = ["DEFENSES", "DPA", "DPSGD", "STRIP", "ActivationClustering", "AdversarialPoisoning", "DeepKNN", "Detector",

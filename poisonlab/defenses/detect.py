@@ -3,6 +3,7 @@ representation it scores, robust per-class standardisation, removal of the top f
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,7 +15,7 @@ from ..models import Classifier
 
 
 @dataclass
-class Detector:
+class Detector(ABC):
     """A data-sanitisation defense. `score(train, model)` gives one score per training sample (higher = more
     suspicious); the defended victim is retrained without the top `removal` fraction of the training set.
 
@@ -43,8 +44,9 @@ class Detector:
         """One float per training sample; higher is more suspicious."""
         return self.score_representation(representation(train, model, self.space), train.y, seed)
 
+    @abstractmethod
     def score_representation(self, z: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Scores of representations `z` (N×D) with labels `y`: what each detector defines."""
 
     def n_remove(self, n_train: int, n_budget: int) -> int:
         """How many samples to drop: `removal` of the training set, or 1.5× the budget."""
