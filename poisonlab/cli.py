@@ -76,6 +76,13 @@ def run(
                                                      "should be classified as the target class.")] = None,
     clean_label: Annotated[bool | None, typer.Option("--clean-label/--dirty-label",
                                                         help="Whether poisons must keep their labels.")] = None,
+    setting: Annotated[str | None, typer.Option(help="Targeted attacks: frozen (the victim retrains the linear "
+                                                "head on a pretrained network) | finetune | scratch.")] = None,
+    knowledge: Annotated[str | None, typer.Option(help="Targeted attacks: white-box (the victim's own pretrained "
+                                                  "network) | grey-box (same architecture, other seed) | "
+                                                  "black-box (other architectures).")] = None,
+    setups: Annotated[str | None, typer.Option(help="A \"Just How Toxic\" setups JSON file: trial i uses the i-th "
+                                               "setup whose target is in the loaded data.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Victim training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Victim training batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Victim learning rate.")] = None,
@@ -109,7 +116,8 @@ def run(
     flags = dict(dataset=dataset, data_root=data_root, train_size=train_size, test_size=test_size,
                  val_size=val_size, model=model,
                  attack=attack, eps=eps, target_class=target_class, source_class=source_class,
-                 clean_label=clean_label, trials=trials, defense=defense,
+                 clean_label=clean_label, trials=trials, defense=defense, setting=setting, knowledge=knowledge,
+                 setups=setups,
                  defense_params={**fields.get("defense_params", {}), **parse_params(defense_param or [])} or None,
                  seed=seed, classes=parse_classes(classes) if classes else None,
                  budget=parse_budget(budget) if budget is not None else None,
@@ -126,12 +134,14 @@ def bench(
     suite: Annotated[str, typer.Option("--suite", "-s", help="A named suite (see `poisonlab list`).")] = "quick",
     out: OutOpt = None, workers: WorkersOpt = 1,
     trials: Annotated[int | None, typer.Option(help="Override every scenario's trial count.")] = None,
+    setups: Annotated[str | None, typer.Option(help="Targeted suites: run the trials of a \"Just How Toxic\" "
+                                               "setups JSON file.")] = None,
     data_root: RootOpt = None, as_json: JsonOpt = False, progress: ProgressOpt = True,
 ) -> None:
     """Run a named suite of scenarios and print its results table (resumes when re-run into the same --out)."""
     from .bench.suites import load_suite
 
-    loaded = load_suite(suite, data_root, trials)
+    loaded = load_suite(suite, data_root, trials, setups)
     for reason in loaded.skipped:
         typer.echo(f"skipped (data not installed): {reason}", err=True)
     out = out or Path("poisonlab-out") / suite
@@ -141,6 +151,14 @@ def bench(
 
         path = write_matrix(out, rows, f"suite {suite}: attack × defense")
         typer.echo(f"matrix: {path}", err=as_json)
+    if loaded.toxic:
+        from .bench.plot import write_poison_figure
+        from .bench.report import write_toxic
+
+        typer.echo(f"tables: {write_toxic(out, rows, f'suite {suite}: {loaded.description}')}", err=as_json)
+        shown = [s for s in loaded.scenarios if s.setting == "frozen" and s.knowledge == "white-box"] + \
+            [s for s in loaded.scenarios if s.setting == "scratch"][:1]
+        typer.echo(f"figure: {write_poison_figure(shown, out)}", err=as_json)
     if loaded.plot:
         from .bench.plot import write_plot
 

@@ -60,6 +60,9 @@ class ThreatModel:
     knowledge: Literal["white-box", "grey-box", "black-box"] = "white-box"
     setting: Literal["frozen", "finetune", "scratch"] = "scratch"
     source_class: int | None = None
+    target_image: torch.Tensor | None = field(default=None, repr=False)
+    target_index: int | None = None
+    base_indices: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.budget <= self.n_train:
@@ -77,10 +80,26 @@ class ThreatModel:
             if self.source_class == self.target_class:
                 raise ConfigError(f"source and target class are both {self.source_class}; the attack must move "
                                   "the source class to another class.")
+        self._check_target()
         for name, value, allowed in (("goal", self.goal, GOALS), ("knowledge", self.knowledge, KNOWLEDGE),
                                      ("setting", self.setting, SETTINGS)):
             if value not in allowed:
                 raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}.")
+
+    def _check_target(self) -> None:
+        """A targeted (instance) attack: target image(s) K×C×H×W and optionally the bases it must use."""
+        if self.target_image is not None:
+            check_images(self.target_image, "the target image")
+            if self.target_class is None:
+                raise ConfigError("a target image needs the adversarial class it should be classified as "
+                                  "(target_class).")
+        if self.base_indices is not None:
+            b = self.base_indices
+            if b.dtype != torch.int64 or b.ndim != 1 or len(set(b.tolist())) != len(b) or len(b) != self.budget:
+                raise ConfigError(f"base_indices must be {self.budget} distinct int64 training indices (one per "
+                                  f"poison of the budget); got {len(b)}.")
+            if len(b) and (int(b.min()) < 0 or int(b.max()) >= self.n_train):
+                raise ConfigError(f"base_indices reach {int(b.max())}, outside the training set of {self.n_train}.")
 
     @classmethod
     def for_data(cls, train: Dataset, budget: int | float, **fields) -> ThreatModel:

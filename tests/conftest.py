@@ -40,3 +40,19 @@ def mnist_dir():
     if not (path / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"the real MNIST test files are not in {path} (the project's shared data folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def cifar_subset_path():
+    path = SHARED_DATA / "cifar10-subset" / "cifar10_subset.npz"
+    if not path.is_file():
+        pytest.skip(f"the CIFAR-10 subset is not in {path} (the project's shared data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def setups_dir():
+    path = SHARED_DATA / "poisoning-benchmark-setups"
+    if not (path / "cifar10_transfer_learning.json").is_file():
+        pytest.skip(f"the Just How Toxic setups are not in {path} (the project's shared data folder)")
+    return path

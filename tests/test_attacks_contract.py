@@ -5,11 +5,14 @@ import torch
 
 from poisonlab.attacks import ATTACKS, check_compatible, make_attack
 from poisonlab.errors import ConfigError
+from poisonlab.models import build_model
 from poisonlab.threat import PoisonSet, ThreatModel
 
 NAMES = list(ATTACKS)
 FAST = {"svm-kkt": {"steps": 5}, "bilevel-linear": {"steps": 3},  # keep each call under a second;
-        "back-gradient": {"steps": 2, "train_steps": 10}}  # the effect tests use the defaults
+        "back-gradient": {"steps": 2, "train_steps": 10},  # the effect tests use the defaults
+        "feature-collision": {"steps": 5}, "convex-polytope": {"steps": 5}, "bullseye-polytope": {"steps": 5},
+        "witches-brew": {"steps": 3}, "metapoison": {"steps": 2, "stages": 2, "stage_epochs": 1, "batch_size": 16}}
 
 
 def make(name, **params):
@@ -24,12 +27,23 @@ def task(digits):
 
 @pytest.fixture
 def threat(task):
-    return ThreatModel.for_data(task.train, 6, target_class=1)
+    """Backdoors read the target class; targeted attacks also the target image (a validation image of class 0)."""
+    return ThreatModel.for_data(task.train, 6, target_class=1, target_image=target_image(task))
+
+
+def target_image(task):
+    return task.val.x[task.val.y == 0][:1]
+
+
+@pytest.fixture(scope="module")
+def surrogate(task):
+    """The network feature-space attacks craft against (untrained: the contract does not depend on it)."""
+    return build_model("convnet", task.train.shape, 2, seed=0)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_budget_is_respected_and_indices_are_valid(name, task, threat):
-    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
+def test_budget_is_respected_and_indices_are_valid(name, task, threat, surrogate):
+    poison = make(name).craft(task.train, threat, surrogate, seed=0, validation=task.val)
     assert len(poison) <= threat.budget
     assert len(poison) == (0 if name == "none" else threat.budget)
     if len(poison):
@@ -38,9 +52,9 @@ def test_budget_is_respected_and_indices_are_valid(name, task, threat):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_eps_is_respected_or_the_attack_says_it_changes_labels(name, task):
-    threat = ThreatModel.for_data(task.train, 6, target_class=1, eps=0.1)
-    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
+def test_eps_is_respected_or_the_attack_says_it_changes_labels(name, task, surrogate):
+    threat = ThreatModel.for_data(task.train, 6, target_class=1, eps=0.1, target_image=target_image(task))
+    poison = make(name).craft(task.train, threat, surrogate, seed=0, validation=task.val)
     if ATTACKS[name].changes_labels:
         pytest.skip("dirty-label attacks are unbounded in their papers; the clean-label check below covers them")
     assert bool(((poison.x - task.train.x[poison.indices]).abs() <= 0.1 + 1e-6).all())
@@ -48,27 +62,27 @@ def test_eps_is_respected_or_the_attack_says_it_changes_labels(name, task):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_callers_data_is_untouched(name, task, threat):
+def test_callers_data_is_untouched(name, task, threat, surrogate):
     x, y = task.train.x.clone(), task.train.y.clone()
-    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
+    poison = make(name).craft(task.train, threat, surrogate, seed=0, validation=task.val)
     poisoned = poison.apply(task.train)
     assert torch.equal(task.train.x, x) and torch.equal(task.train.y, y)
     assert len(poisoned) == len(task.train) + (len(poison) if poison.insertion == "add" else 0)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_same_seed_same_poisons_other_seed_other_poisons(name, task, threat):
+def test_same_seed_same_poisons_other_seed_other_poisons(name, task, threat, surrogate):
     attack = make(name)
-    a, b = (attack.craft(task.train, threat, seed=4, validation=task.val) for _ in range(2))
-    c = attack.craft(task.train, threat, seed=5, validation=task.val)
+    a, b = (attack.craft(task.train, threat, surrogate, seed=4, validation=task.val) for _ in range(2))
+    c = attack.craft(task.train, threat, surrogate, seed=5, validation=task.val)
     assert torch.equal(a.x, b.x) and torch.equal(a.indices, b.indices) and torch.equal(a.y, b.y)
     if name != "none":
         assert not torch.equal(a.indices, c.indices)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_poison_set_round_trips(name, task, threat, tmp_path):
-    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
+def test_poison_set_round_trips(name, task, threat, surrogate, tmp_path):
+    poison = make(name).craft(task.train, threat, surrogate, seed=0, validation=task.val)
     loaded = PoisonSet.load(poison.save(tmp_path / name))
     assert torch.equal(loaded.apply(task.train).x, poison.apply(task.train).x)
     assert torch.equal(loaded.apply(task.train).y, poison.apply(task.train).y)
@@ -88,6 +102,9 @@ def test_unknown_parameters_are_refused(name):
     ("label-flip", {"to": "nowhere"}, "to='nowhere' is not one of"),
     ("svm-kkt", {"kernel": "poly"}, "kernel='poly' is not one of"),
     ("svm-kkt", {"C": 0}, "C > 0"),
+    ("feature-collision", {"opacity": 1.0}, "opacity in"),
+    ("convex-polytope", {"layers": "first"}, "layers='first' is not one of"),
+    ("bullseye-polytope", {"steps": 0}, "steps >= 1"),
 ])
 def test_bad_parameter_values_are_refused(name, params, message):
     with pytest.raises(ConfigError, match=message):
@@ -114,14 +131,23 @@ def test_bilevel_attacks_say_what_data_they_need(digits, task):
         check_compatible(make("svm-kkt"), ThreatModel.for_data(task.train, 3))
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if getattr(ATTACKS[n], "targeted", False)])
+def test_targeted_attacks_say_they_need_a_target_image_and_a_surrogate(name, task, surrogate):
+    with pytest.raises(ConfigError, match="target image"):
+        make(name).craft(task.train, ThreatModel.for_data(task.train, 3, target_class=1), surrogate)
+    with pytest.raises(ConfigError, match="surrogate"):
+        make(name).craft(task.train, ThreatModel.for_data(task.train, 3, target_class=1,
+                                                          target_image=target_image(task)))
+
+
 def test_unknown_attack_lists_the_valid_names():
     with pytest.raises(ConfigError, match="none, label-flip, alfa, badnets, blended, svm-kkt"):
         make_attack("poison-frogs-typo")
 
 
 @pytest.mark.parametrize("name", ["svm-kkt", "bilevel-linear", "back-gradient"])
-def test_bilevel_attacks_in_class_targeted_mode_clone_the_source_class_with_the_target_label(name, task):
+def test_bilevel_attacks_in_class_targeted_mode_clone_the_source_class_with_the_target_label(name, task, surrogate):
     threat = ThreatModel.for_data(task.train, 4, target_class=1, source_class=0)
-    poison = make(name).craft(task.train, threat, seed=0, validation=task.val)
+    poison = make(name).craft(task.train, threat, surrogate, seed=0, validation=task.val)
     assert bool((task.train.y[poison.indices] == 0).all()) and bool((poison.y == 1).all())
     assert (poison.source_class, poison.target_class) == (0, 1)

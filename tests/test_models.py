@@ -22,8 +22,16 @@ def test_every_model_has_features_and_a_head(name, shape):
 def test_build_model_is_seeded_and_rejects_unknown_names():
     a, b = build_model("mlp", (1, 8, 8), 10, seed=1), build_model("mlp", (1, 8, 8), 10, seed=1)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
-    with pytest.raises(ConfigError, match="logistic, linear-svm, ridge, lasso, mlp, convnet, resnet18"):
+    with pytest.raises(ConfigError, match="logistic, linear-svm, ridge, lasso, mlp, convnet, convnet-wide, resnet8"):
         build_model("vgg", (1, 8, 8), 10)
+
+
+def test_convnet_on_colour_32x32_images_is_the_global_pooled_variant_and_surrogates_build():
+    x = torch.rand(2, 3, 32, 32)
+    cifar = build_model("convnet", (3, 32, 32), 10)
+    assert cifar.features(x).shape == (2, 256) and build_model("convnet", (1, 28, 28), 10).feature_dim == 128
+    for name, dim in (("convnet-wide", 256), ("resnet8", 128)):
+        assert build_model(name, (3, 32, 32), 10).features(x).shape == (2, dim)
 
 
 def test_training_is_deterministic_and_learns_digits(digits):

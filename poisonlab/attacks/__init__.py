@@ -11,12 +11,19 @@ from .badnets import BadNets
 from .base import Attack
 from .bilevel_linear import BilevelLinear
 from .blended import Blended
+from .bullseye_polytope import BullseyePolytope
+from .convex_polytope import ConvexPolytope
+from .feature_collision import FeatureCollision
 from .label_flip import LabelFlip
+from .metapoison import MetaPoison
 from .none import NoAttack
 from .svm_kkt import SVMKKT
+from .witches_brew import WitchesBrew
 
 ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT,
-                                                       BilevelLinear, BackGradient)}
+                                                       BilevelLinear, BackGradient, FeatureCollision,
+                                                       ConvexPolytope, BullseyePolytope, WitchesBrew,
+                                                       MetaPoison)}
 
 
 def make_attack(name: str, **params) -> Attack:
@@ -24,17 +31,20 @@ def make_attack(name: str, **params) -> Attack:
     return build("attack", ATTACKS, name, params)
 
 
-def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, validation=None) -> None:
-    """What the runner checks once before crafting: labels, surrogate, validation data."""
+def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, validation=None,
+                     surrogate_from_trial: bool = False) -> None:
+    """What the runner checks once before crafting: labels, surrogate (unless the trial builds the surrogates
+    itself, from the threat model's knowledge), validation data."""
     if attack.changes_labels and threat.clean_label:
         raise ConfigError(f"{attack.name} changes labels, but the threat model is clean-label; use a clean-label "
                           "attack or set clean_label to false.")
-    if attack.needs != "nothing" and surrogate is None:
+    if attack.needs != "nothing" and surrogate is None and not surrogate_from_trial:
         raise ConfigError(f"{attack.name} needs a surrogate model for its {attack.needs}; none was given.")
     if getattr(attack, "needs_validation", False) and (validation is None or len(validation) == 0):
         raise ConfigError(f"{attack.name} maximises the loss on the attacker's validation set: pass --val-size N "
                           "(drawn from the training split, disjoint from the training samples).")
 
 
-__all__ = ["ALFA", "ATTACKS", "Attack", "BackGradient", "BadNets", "BilevelLinear", "Blended", "LabelFlip", "NoAttack",
-           "SVMKKT", "check_compatible", "make_attack"]
+__all__ = ["ALFA", "ATTACKS", "Attack", "BackGradient", "BadNets", "BilevelLinear", "Blended", "BullseyePolytope",
+           "ConvexPolytope", "FeatureCollision", "LabelFlip", "MetaPoison", "NoAttack", "SVMKKT", "WitchesBrew",
+           "check_compatible", "make_attack"]

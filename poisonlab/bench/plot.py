@@ -38,3 +38,40 @@ def write_plot(rows: list[dict], spec: dict, out_dir: str | Path) -> Path:
     path = Path(out_dir) / spec.get("file", "plot.png")
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def write_poison_figure(scenarios, out_dir: str | Path, file: str = "poisons.png") -> Path:
+    """One row per scenario (trial 0, re-crafted: crafting is deterministic): the target, the first base, its
+    poison and the perturbation (scaled to fill [0, 1]), with the adversarial class named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from .targeted import craft_targeted
+    from .trial import prepare
+
+    fig, axes = plt.subplots(len(scenarios), 4, figsize=(7.2, 1.9 * len(scenarios)), squeeze=False)
+    for ax_row, scenario in zip(axes, scenarios, strict=True):
+        seed, data, threat, attack, _ = prepare(scenario, 0)
+        crafted = craft_targeted(scenario, 0, seed, data, threat, attack, str(Path(out_dir) / "models"))
+        base, poison = data.train.x[crafted.poison.indices[0]], crafted.poison.x[0]
+        change = poison - base
+        change = (change - change.min()) / (change.max() - change.min()).clamp_min(1e-12)
+        classes = data.train.classes
+        titles = (f"target ({classes[int(data.test.y[crafted.target.position])]})",
+                  f"base ({classes[crafted.target.adversarial_class]})", "poison", "poison − base (scaled)")
+        for ax, image, title in zip(ax_row, (crafted.target_image[0], base, poison, change), titles, strict=True):
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if image.shape[0] == 1 else None,
+                      vmin=0, vmax=1)
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax_row[0].set_ylabel(f"{scenario.attack}\n{255 * scenario.eps:.3g}/255", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    path = Path(out_dir) / file
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

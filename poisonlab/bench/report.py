@@ -48,9 +48,27 @@ def summary_row(scenario: Scenario, trials: list[dict]) -> dict:
         "other_classes_accuracy": others.value, "other_classes_accuracy_ci": list(others.ci),
         "clean_other_classes_accuracy": clean_others / others.trials if others.trials else None,
         "seconds_per_trial": sum(t["seconds"] for t in trials) / len(trials),
+        "craft_seconds_per_trial": sum(t["craft_seconds"] for t in trials) / len(trials),
+        "train_seconds_per_trial": sum(t["train_seconds"] for t in trials) / len(trials),
         "scenario_hash": scenario.hash,
         **(defense_fields(scenario, trials, success) if scenario.defense != "none" else {}),
+        **(targeted_fields(scenario, trials) if "adversarial_class" in trials[0] else {}),
     }
+
+
+def targeted_fields(scenario: Scenario, trials: list[dict]) -> dict:
+    """A targeted attack's row: success is over trials (one target each); the control is the same victim trained
+    on the clean set (the poisons' un-optimised bases); the feature losses compare the poisons with random ±eps
+    noise on the bases (bullseye's relative loss on the victim's pretrained network)."""
+    control = Rate(sum(t["clean_victim_asr_hits"] for t in trials), len(trials))
+    mean = lambda key: sum(t[key] for t in trials) / len(trials)  # noqa: E731
+    return {"setting": scenario.setting, "knowledge": scenario.knowledge, "eps": scenario.eps,
+            "control_success_rate": control.value, "control_success_ci": list(control.ci),
+            "successes": sum(t["asr_hits"] for t in trials), "control_successes": control.successes,
+            "relative_feature_loss": mean("relative_feature_loss"), "noise_feature_loss": mean("noise_feature_loss"),
+            "max_perturbation": max(t["max_perturbation"] for t in trials),
+            "setups": scenario.setups, "setups_skipped": trials[0]["setups_skipped"],
+            "bases_topped_up": sum(t["bases_topped_up"] for t in trials)}
 
 
 def defense_fields(scenario: Scenario, trials: list[dict], success: Rate | None) -> dict:
@@ -113,6 +131,16 @@ def markdown(rows: list[dict], title: str | None = None) -> str:
                      f"{pct(r['attack_success_rate'], r['attack_success_ci'])} | "
                      f"{pct(r['test_error'], r['test_error_ci'])} | {pct(r['clean_test_error'])} | "
                      f"{r['seconds_per_trial']:.1f} |")
+    targeted = [r for r in rows if "control_success_rate" in r]
+    if targeted:
+        lines += ["", "| scenario | setting | knowledge | eps | success [95% CI] | control | feature loss (±eps noise) "
+                  "| craft s/trial | train s/trial |", "| --- | --- | --- | ---: | --- | --- | ---: | ---: | ---: |"]
+        for r in targeted:
+            lines.append(f"| {r['scenario']} | {r['setting']} | {r['knowledge']} | {255 * r['eps']:.3g}/255 | "
+                         f"{r['successes']}/{r['trials']} = {pct(r['attack_success_rate'], r['attack_success_ci'])} | "
+                         f"{r['control_successes']}/{r['trials']} | {r['relative_feature_loss']:.3f} "
+                         f"({r['noise_feature_loss']:.3f}) | {r['craft_seconds_per_trial']:.2f} | "
+                         f"{r['train_seconds_per_trial']:.2f} |")
     defended = [r for r in rows if r.get("defense")]
     if defended:
         lines += ["", "| scenario | undefended attack success | defended attack success | undefended clean accuracy | "
@@ -199,3 +227,39 @@ def detection_cell(r: dict | None) -> str:
     if r is None or r.get("detection_auroc") is None:
         return "–"
     return f"{r['detection_auroc']:.3f} / {pct(r['detection_recall'])}"
+
+
+KNOWLEDGE_COLUMNS = ("white-box", "grey-box", "black-box")
+
+
+def toxic_markdown(rows: list[dict]) -> str:
+    """The "Just How Toxic" layout: per setting, attacks × knowledge, success (k/n) with the control row."""
+    rows = [r for r in rows if "control_success_rate" in r]
+    lines = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        here = {(r["attack"], r["knowledge"]): r for r in rows if r["setting"] == setting}
+        columns = [k for k in KNOWLEDGE_COLUMNS if any(kn == k for _, kn in here)]
+        lines += [f"### {setting}: attack success (successes/trials) [95% CI]", "",
+                  "| attack | eps | poisons | " + " | ".join(columns) + " |",
+                  "| --- | ---: | ---: |" + " --- |" * len(columns)]
+        for attack in dict.fromkeys(a for a, _ in here):
+            first = next(r for (a, _), r in here.items() if a == attack)
+            cells = [toxic_cell(here.get((attack, k)), "attack_success", "successes") for k in columns]
+            lines.append(f"| {attack} | {255 * first['eps']:.3g}/255 | {first['n_poisons']} | " + " | ".join(cells)
+                         + " |")
+        controls = [toxic_cell(next((r for (_, kn), r in here.items() if kn == k), None), "control_success",
+                               "control_successes") for k in columns]
+        lines += ["| control (un-optimised bases) | | | " + " | ".join(controls) + " |", ""]
+    return "\n".join(lines)
+
+
+def toxic_cell(r: dict | None, rate: str, count: str) -> str:
+    if r is None:
+        return "–"
+    return f"{pct(r[f'{rate}_rate'])} ({r[count]}/{r['trials']}) [{pct(r[f'{rate}_ci'][0])}, {pct(r[f'{rate}_ci'][1])}]"
+
+
+def write_toxic(out_dir: str | Path, rows: list[dict], title: str) -> Path:
+    path = Path(out_dir) / "toxic.md"
+    atomic_write_bytes(path, f"## {title}\n\n{toxic_markdown(rows)}".encode())
+    return path

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
 from ..models import TrainRecipe, config_hash
 
 HASH_EXCLUDES = {"name", "trials", "data_root"}
+# The victim's default training by setting: a frozen extractor retrains only the linear head (200 full-batch Adam
+# steps on precomputed features), fine-tuning trains every layer briefly from the pretrained weights, and from
+# scratch keeps the generic recipe (suites give their own).
+SETTING_RECIPES = {
+    "frozen": TrainRecipe(epochs=200, batch_size=1 << 20, lr=0.01, trainable="head"),
+    "finetune": TrainRecipe(epochs=5, batch_size=128, lr=1e-4, augment="flip-crop"),
+    "scratch": TrainRecipe(),
+}
+# How the network a targeted attack starts from is pretrained on the clean training set (frozen and finetune
+# victims and every surrogate): 30 epochs, Adam 3e-3, cosine, flips and crops (70% on the CIFAR-10 subset).
+DEFAULT_PRETRAIN = TrainRecipe(epochs=30, batch_size=128, lr=3e-3, schedule="cosine", augment="flip-crop")
 
 
 class Scenario(BaseModel):
@@ -27,6 +39,7 @@ class Scenario(BaseModel):
     train_size: int | None = Field(None, ge=1)
     test_size: int | None = Field(None, ge=1)
     val_size: int | None = Field(None, ge=1)
+    sampling: Literal["random", "first"] = "random"
     model: str = "convnet"
     recipe: TrainRecipe = TrainRecipe()
     attack: str = "none"
@@ -41,15 +54,38 @@ class Scenario(BaseModel):
     setting: Literal["frozen", "finetune", "scratch"] = "scratch"
     defense: str = "none"
     defense_params: dict = Field(default_factory=dict)
+    pretrain: TrainRecipe | None = None
+    surrogates: list[str] | None = None
+    setups: str | None = None
     trials: int = Field(1, ge=1)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def setting_recipe(cls, data):
+        """An unset recipe (or unset recipe keys) take the setting's default (SETTING_RECIPES)."""
+        if isinstance(data, dict):
+            default = SETTING_RECIPES.get(data.get("setting", "scratch"), TrainRecipe())
+            given = data.get("recipe")
+            if given is None or isinstance(given, dict):
+                data = {**data, "recipe": {**default.model_dump(), **(given or {})}}
+        return data
 
     @property
     def hash(self) -> str:
         fields = self.model_dump(mode="json", exclude=HASH_EXCLUDES)
         if self.defense == "none" and not self.defense_params:  # scenarios from before defenses keep their hash
             del fields["defense"], fields["defense_params"]
+        for key, default in (("pretrain", None), ("surrogates", None), ("setups", None), ("sampling", "random")):
+            if fields[key] == default:  # likewise scenarios from before targeted attacks
+                del fields[key]
+        if self.setups is not None:  # the file's content, not where it lies
+            fields["setups"] = file_digest(self.setups)
         return config_hash(fields)
+
+    @property
+    def pretrain_recipe(self) -> TrainRecipe:
+        return self.pretrain or DEFAULT_PRETRAIN
 
     @property
     def label(self) -> str:
@@ -61,6 +97,13 @@ class Scenario(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def file_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the setups file {path}: {exc.strerror}.") from None
 
 
 def scenario_from_dict(data: dict, source: str = "scenario") -> Scenario:

@@ -10,12 +10,15 @@ import torch
 from ..attacks import check_compatible, make_attack
 from ..data import Splits, load_dataset
 from ..defenses import make_defense
+from ..errors import ConfigError
 from ..metrics import attack_success_rate, clean_accuracy
 from ..models import Classifier, ModelCache, build_model, predict, train
 from ..seeding import derive_seed
 from ..threat import ThreatModel
 from .defend import defend
 from .scenario import Scenario
+from .setups import load_setups, usable_setups
+from .targeted import run_targeted_trial
 
 
 @lru_cache(maxsize=4)
@@ -31,19 +34,41 @@ def trial_seed(scenario: Scenario, trial: int) -> int:
 
 
 def prepare(scenario: Scenario, trial: int):
-    """The trial's data, threat model and attack, validated (raises ConfigError/DataError before any training)."""
+    """The trial's data, threat model and attack, validated (raises ConfigError/DataError before any training).
+
+    A targeted attack's trials share one training set (drawn with the scenario's seed), as in the benchmark
+    protocol: the network is pretrained once and each trial draws its own target and bases."""
     seed = trial_seed(scenario, trial)
+    attack = make_attack(scenario.attack, **scenario.attack_params)
+    targeted = getattr(attack, "targeted", False)
     splits = cached_splits(scenario.dataset, scenario.data_root)
-    data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size, seed=seed,
-                         val_size=scenario.val_size)
+    data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size,
+                         seed=scenario.seed if targeted else seed, val_size=scenario.val_size,
+                         first=scenario.sampling == "first")
     threat = ThreatModel.for_data(data.train, scenario.budget, eps=scenario.eps, clean_label=scenario.clean_label,
                                   target_class=scenario.target_class, source_class=scenario.source_class,
                                   goal=scenario.goal, knowledge=scenario.knowledge, setting=scenario.setting)
-    attack = make_attack(scenario.attack, **scenario.attack_params)
-    check_compatible(attack, threat, validation=data.val)
-    build_model(scenario.model, data.train.shape, data.train.num_classes)  # fails fast on an unknown model
+    check_compatible(attack, threat, validation=data.val, surrogate_from_trial=targeted)
+    for name in (scenario.model, *(scenario.surrogates or ())):  # fails fast on an unknown model
+        build_model(name, data.train.shape, data.train.num_classes)
     defense = None if scenario.defense == "none" else make_defense(scenario.defense, **scenario.defense_params)
+    if targeted and defense is not None:
+        raise ConfigError(f"defenses against targeted attacks ({scenario.attack}) are not in the trial loop yet; "
+                          "run the attack without --defense.")
+    if targeted and scenario.setups is not None:
+        check_setups(scenario, data)
+    if not targeted and (scenario.setups or scenario.setting != "scratch"):
+        raise ConfigError(f"--setups and the frozen / finetune settings are for targeted clean-label attacks "
+                          f"(feature-collision, convex-polytope, bullseye-polytope, ...); {scenario.attack} trains "
+                          "its victim from scratch.")
     return seed, data, threat, attack, defense
+
+
+def check_setups(scenario: Scenario, data: Splits) -> None:
+    usable = len(usable_setups(load_setups(scenario.setups), data.test))
+    if scenario.trials > usable:
+        raise ConfigError(f"{scenario.setups} has {usable} setups whose target is in the loaded test split; ask for "
+                          f"at most {usable} trials (--trials {usable}).")
 
 
 VICTIM_FIELDS = {"dataset", "classes", "train_size", "test_size", "val_size", "model", "recipe", "seed"}
@@ -65,6 +90,8 @@ def clean_victim(scenario: Scenario, trial: int, data: Splits, cache_dir: str | 
         fit(model)
         return model
     config = {"trial": trial, **scenario.model_dump(mode="json", include=VICTIM_FIELDS)}
+    if scenario.sampling != "random":
+        config["sampling"] = scenario.sampling
     return ModelCache(cache_dir).get(config, build, fit)
 
 
@@ -85,6 +112,8 @@ def poisoned_victim(scenario: Scenario, trial: int, poisoned, build, cache_dir: 
 def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> dict:
     """Run trial `trial` of `scenario` and return its counts and timings; clean victims are cached in `cache_dir`."""
     seed, data, threat, attack, defense = prepare(scenario, trial)
+    if getattr(attack, "targeted", False):
+        return run_targeted_trial(scenario, trial, seed, data, threat, attack, cache_dir)
     start = time.perf_counter()
     poison = attack.craft(data.train, threat, seed=seed, validation=data.val)
     crafted = time.perf_counter()

@@ -84,13 +84,16 @@ class Dataset:
         subset = self.take(keep)
         return replace(subset, y=remap[subset.y], classes=tuple(self.classes[c] for c in classes))
 
-    def sample(self, size: int | None, seed: int, stream: str = "sample") -> Dataset:
-        """A seeded random subset of `size` samples (all of them, shuffled, when size is None)."""
+    def sample(self, size: int | None, seed: int, stream: str = "sample", first: bool = False) -> Dataset:
+        """A seeded random subset of `size` samples (all of them, shuffled, when size is None); with `first`,
+        the first `size` samples in order (e.g. the 4,000 / 1,000-image CIFAR-10 subset of a full copy)."""
         if size is None:
             size = len(self)
         if not 0 < size <= len(self):
             raise ConfigError(f"cannot take {size} samples from {self.name}, which has {len(self)}; "
                               f"ask for 1..{len(self)}.")
+        if first:
+            return self.take(torch.arange(size))
         order = torch.randperm(len(self), generator=generator(seed, stream))
         return self.take(order[:size])
 
@@ -104,9 +107,11 @@ class Splits:
     val: Dataset | None = None
 
     def subset(self, classes: Sequence[int] | None = None, train_size: int | None = None,
-               test_size: int | None = None, seed: int = 0, val_size: int | None = None) -> Splits:
-        """Seeded subsetting: optionally restrict to `classes`, then sample `train_size` / `test_size`, and draw
-        `val_size` validation samples from the training split, disjoint from the training subset."""
+               test_size: int | None = None, seed: int = 0, val_size: int | None = None,
+               first: bool = False) -> Splits:
+        """Seeded subsetting: optionally restrict to `classes`, then sample `train_size` / `test_size` (at random,
+        or the `first` ones in order), and draw `val_size` validation samples from the training split, disjoint
+        from the training subset."""
         train, test = self.train, self.test
         if classes is not None:
             train, test = train.select_classes(classes), test.select_classes(classes)
@@ -116,12 +121,12 @@ class Splits:
             if n_train < 1 or n_train + val_size > len(train):
                 raise ConfigError(f"cannot draw {n_train} training and {val_size} validation samples from the "
                                   f"{len(train)} in {train.name}'s training split; ask for fewer.")
-            pool = train.sample(n_train + val_size, seed, "train")  # its first n_train are the plain train sample
+            pool = train.sample(n_train + val_size, seed, "train", first)  # its first n_train: the train sample
             train, val = pool.take(torch.arange(n_train)), pool.take(torch.arange(n_train, n_train + val_size))
         elif train_size is not None:
-            train = train.sample(train_size, seed, "train")
+            train = train.sample(train_size, seed, "train", first)
         if test_size is not None:
-            test = test.sample(test_size, seed, "test")
+            test = test.sample(test_size, seed, "test", first)
         return Splits(train, test, val)
 
 

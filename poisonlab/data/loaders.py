@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +141,11 @@ def load_digits_dataset(root=None, **_) -> Splits:
 
 
 def load_cifar10(root=None, download_missing: bool = True, opener=None) -> Splits:
-    """CIFAR-10 python batches (a cifar-10-batches-py folder or the tar.gz), read with a restricted unpickler."""
+    """CIFAR-10 python batches (a cifar-10-batches-py folder or the tar.gz), read with a restricted unpickler, or
+    an .npz file (root) with x_train, y_train, x_test, y_test and optionally the official train_index /
+    test_index of its images (e.g. a subset of CIFAR-10)."""
+    if root is not None and Path(root).suffix == ".npz":
+        return cifar10_npz(Path(root))
     dirs = search_dirs("cifar10", root)
     folder = find_cifar_folder(dirs)
     if folder is not None:
@@ -159,6 +163,15 @@ def load_cifar10(root=None, download_missing: bool = True, opener=None) -> Split
     x_train, y_train = np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train])
     return Splits(Dataset(from_uint8(x_train), to_labels(y_train, 10, "cifar10"), CIFAR_CLASSES, "cifar10"),
                   Dataset(from_uint8(test[0]), to_labels(test[1], 10, "cifar10"), CIFAR_CLASSES, "cifar10"))
+
+
+def cifar10_npz(path: Path) -> Splits:
+    splits = load_npz(path)
+    for part in (splits.train, splits.test):
+        if part.shape != (3, 32, 32) or part.num_classes != 10:
+            raise DataError(f"{path} holds {part.num_classes}-class images of shape {part.shape}; CIFAR-10 images are "
+                            "3×32×32 in 10 classes.")
+    return Splits(*(replace(part, classes=CIFAR_CLASSES, name="cifar10") for part in (splits.train, splits.test)))
 
 
 def find_cifar_folder(dirs: list[Path]) -> Path | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .architectures import Classifier, convnet, lasso, linear_svm, logistic, mlp, resnet18, ridge
+from .architectures import Classifier, convnet, convnet_wide, lasso, linear_svm, logistic, mlp, resnet8, resnet18, ridge
 from .cache import ModelCache, config_hash
 from .train import TrainRecipe, evaluate, predict, train
 
@@ -25,7 +25,10 @@ MODELS: dict[str, ModelInfo] = {
     "ridge": ModelInfo(ridge, "least squares on ±1 class codes with an L2 penalty (ridge classifier)"),
     "lasso": ModelInfo(lasso, "least squares on ±1 class codes with an L1 penalty (exact solver only)"),
     "mlp": ModelInfo(mlp, "two hidden ReLU layers (256, 128)"),
-    "convnet": ModelInfo(convnet, "small BN convnet: conv32-conv64 (max-pooled), fc128 features"),
+    "convnet": ModelInfo(convnet, "small BN convnet: conv32-conv64 (max-pooled), fc128 features; on 32×32 colour "
+                                  "images conv32-64-128-256, global average pool, 256-d features"),
+    "convnet-wide": ModelInfo(convnet_wide, "BN convnet conv64-128-256, global average pool (a black-box surrogate)"),
+    "resnet8": ModelInfo(resnet8, "small ResNet: stem 32, one basic block per stage 32-64-128, global average pool"),
     "resnet18": ModelInfo(resnet18, "ResNet-18, CIFAR variant (11M parameters; for GPUs)"),
 }
 

@@ -48,6 +48,11 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
     if model.loss == "squared-l1":
         raise ConfigError("the lasso model is solved exactly: pass --optimizer exact (its L1 penalty is set by --C).")
     seed = recipe.seed if seed is None else seed
+    if recipe.trainable == "head" and recipe.augment == "none" and batch_hook is None:
+        with torch.no_grad():
+            features = torch.cat([model.extractor.eval().forward(c) for c in dataset.x.split(1024)]) \
+                if len(dataset) else torch.empty(0, model.feature_dim)
+        return train_head(model, features, dataset.y, recipe, seed)
     params = model.head.parameters() if recipe.trainable == "head" else model.parameters()
     optimizer = make_optimizer(list(params), recipe)
     steps_per_epoch = -(-len(dataset) // recipe.batch_size)
@@ -63,6 +68,23 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
             if batch_hook is not None:
                 x, y = batch_hook(model, x, y, g)
             loss = loss_fn(model, model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return model.eval()
+
+
+def train_head(model: Classifier, features: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe,
+               seed: int) -> Classifier:
+    """Train only `model.head` on precomputed features (a frozen extractor, no augmentation): the same steps
+    as `train` takes with trainable="head", without running the extractor on every batch."""
+    optimizer = make_optimizer(list(model.head.parameters()), recipe)
+    scheduler = make_scheduler(optimizer, recipe, -(-len(y) // recipe.batch_size))
+    g = generator(seed, "train")
+    for _ in range(recipe.epochs):
+        for batch in torch.randperm(len(y), generator=g).split(recipe.batch_size):
+            loss = loss_fn(model, model.head(features[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -20,6 +20,7 @@ class Suite:
     skipped: list[str]
     plot: dict | None = None
     matrix: bool = False
+    toxic: bool = False
 
 
 def suite_names() -> list[str]:
@@ -36,14 +37,20 @@ def suite_description(name: str) -> str:
     return suite_spec(name)["description"]
 
 
-def load_suite(name: str, data_root: str | None = None, trials: int | None = None) -> Suite:
-    """The suite `name`, its optional groups skipped (with the reason) when their data is not installed."""
+def load_suite(name: str, data_root: str | None = None, trials: int | None = None,
+               setups: str | None = None) -> Suite:
+    """The suite `name`, its optional groups skipped (with the reason) when their data is not installed;
+    `setups` (a "Just How Toxic" trial file) goes to every scenario of a targeted suite."""
     spec = suite_spec(name)
+    if setups is not None and not spec.get("toxic"):
+        raise ConfigError(f"--setups is for the targeted suites (toxic); suite {name!r} has no targeted attacks.")
     scenarios, skipped = [], []
     for group in spec["groups"]:
         base = dict(group["base"], data_root=data_root)
         if trials is not None:
             base["trials"] = trials
+        if setups is not None:
+            base["setups"] = setups
         if group.get("optional") and (reason := unavailable(base["dataset"], data_root)):
             skipped.append(f"{base['dataset']}: {reason}")
             continue
@@ -53,7 +60,8 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
             for budget in entry.get("budgets", [None]):
                 for defense in spec.get("defenses", [{"defense": "none"}]):
                     scenarios.append(group_scenario(base, group, entry, name, budget, defense))
-    return Suite(name, spec["description"], scenarios, skipped, spec.get("plot"), "defenses" in spec)
+    return Suite(name, spec["description"], scenarios, skipped, spec.get("plot"), "defenses" in spec,
+                 bool(spec.get("toxic")))
 
 
 def group_scenario(base: dict, group: dict, entry: dict, suite: str, budget=None, defense: dict | None = None

@@ -1,0 +1,83 @@
+"""Convex Polytope (Zhu et al. 2019): the target's features inside the convex hull of the poisons' features."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..models import Classifier
+from ..seeding import generator
+from ..threat import PoisonSet, ThreatModel
+from .base import check_choice
+from .feature_space import adam_in_box, clean_label_bases, ensemble, frozen, layer_features, require_target_image
+
+
+def project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each row of `v` onto the probability simplex (Duchi et al. 2008), batched."""
+    u, _ = v.sort(dim=-1, descending=True)
+    cumulative = u.cumsum(-1) - 1
+    ks = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype)
+    rho = (u - cumulative / ks > 0).sum(-1, keepdim=True)
+    theta = cumulative.gather(-1, rho - 1) / rho
+    return (v - theta).clamp_min(0)
+
+
+@dataclass(frozen=True)
+class ConvexPolytope:
+    """min over poisons x_j (eps box) and coefficients c ≥ 0, Σ c = 1 (one set per surrogate) of
+    Σ_models Σ_layers ½ ||f(t) - Σ_j c_j f(x_j)||² / ||f(t)||² (Zhu et al. 2019, eq. 2), alternating an Adam
+    step on the poisons with `coefficient_steps` projected-gradient steps on c (step 1/L, L the largest
+    eigenvalue of the poisons' feature Gram matrix). Ensembles of surrogates and `layers="all"` (every
+    block's output) follow the paper's transferable variant."""
+
+    name: ClassVar[str] = "convex-polytope"
+    summary: ClassVar[str] = "clean-label targeted: target inside the poisons' feature polytope (Zhu et al. 2019)"
+    needs: ClassVar[str] = "features"
+    changes_labels: ClassVar[bool] = False
+    targeted: ClassVar[bool] = True
+
+    steps: int = 200
+    lr: float = 0.01
+    coefficient_steps: int = 5
+    layers: str = "last"
+
+    def __post_init__(self) -> None:
+        check_choice("layers", self.layers, ("last", "all"))
+        if self.steps < 1 or self.lr <= 0 or self.coefficient_steps < 1:
+            raise ConfigError(f"convex-polytope needs steps >= 1, lr > 0 and coefficient_steps >= 1; got "
+                              f"{self.steps}, {self.lr}, {self.coefficient_steps}.")
+
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
+              seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
+        models, target = ensemble(surrogate, self.name), require_target_image(threat, self.name)
+        indices = clean_label_bases(train, threat, generator(seed, self.name))
+        bases = train.x[indices]
+        coefficients = torch.full((len(models), len(indices)), 1.0 / len(indices))
+        with frozen(models):
+            with torch.no_grad():
+                aims = [[f.mean(0) for f in layer_features(m, target, self.layers)] for m in models]
+
+            def features(poisons: torch.Tensor) -> list[list[torch.Tensor]]:
+                return [layer_features(m, poisons, self.layers) for m in models]
+
+            def loss(poisons: torch.Tensor) -> torch.Tensor:
+                return sum(0.5 * (c @ f - aim).pow(2).sum() / aim.pow(2).sum()
+                           for c, fs, targets in zip(coefficients, features(poisons), aims, strict=True)
+                           for f, aim in zip(fs, targets, strict=True)) / len(models)
+
+            def update_coefficients(poisons: torch.Tensor) -> None:
+                for c, fs, targets in zip(coefficients, features(poisons), aims, strict=True):
+                    phi = torch.cat([f / aim.norm() for f, aim in zip(fs, targets, strict=True)], 1)  # k × (all layers)
+                    aim = torch.cat([a / a.norm() for a in targets])
+                    step = 1.0 / max(float(torch.linalg.matrix_norm(phi @ phi.T, ord=2)), 1e-12)
+                    for _ in range(self.coefficient_steps):
+                        c.copy_(project_simplex(c - step * (c @ phi - aim) @ phi.T))
+
+            poisons = adam_in_box(bases, bases, threat.eps, loss, self.steps, self.lr, update_coefficients)
+        return PoisonSet(indices, poisons, train.y[indices].clone(), threat.num_classes, self.name,
+                         threat.target_class, target_index=threat.target_index,
+                         params=asdict(self) | {"coefficients": coefficients.tolist()})

@@ -1,0 +1,69 @@
+"""Feature Collision ("Poison Frogs", Shafahi et al. 2018): each poison's features collide with the target's."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..models import Classifier
+from ..seeding import generator
+from ..threat import PoisonSet, ThreatModel
+from .feature_space import clean_label_bases, ensemble, frozen, project, require_target_image
+
+
+@dataclass(frozen=True)
+class FeatureCollision:
+    """argmin_x ||f(x) - f(t)||² + β ||x - b||² for every poison at once, by forward-backward splitting
+    (Shafahi et al. 2018, Algorithm 1): a forward step on the feature term, the closed-form proximal step
+    x = (x̂ + λβ b) / (1 + λβ), then projection into the eps box. `beta` is β0 of the paper, scaled by
+    (feature dim / input dim)². `opacity` > 0 first blends the target into each base (the watermark for
+    end-to-end training). Departures: the forward step is an Adam step on the feature loss normalised by
+    ||f(t)||² (the paper's fixed-step gradient depends on the feature scale), and an ensemble averages the term."""
+
+    name: ClassVar[str] = "feature-collision"
+    summary: ClassVar[str] = "clean-label targeted: poisons collide with the target in feature space (Shafahi 2018)"
+    needs: ClassVar[str] = "features"
+    changes_labels: ClassVar[bool] = False
+    targeted: ClassVar[bool] = True
+
+    steps: int = 200
+    lr: float = 0.01
+    beta: float = 0.25
+    opacity: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.lr <= 0 or self.beta < 0 or not 0 <= self.opacity < 1:
+            raise ConfigError(f"feature-collision needs steps >= 1, lr > 0, beta >= 0 and opacity in [0, 1); got "
+                              f"steps={self.steps}, lr={self.lr}, beta={self.beta}, opacity={self.opacity}.")
+
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
+              seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
+        models, target = ensemble(surrogate, self.name), require_target_image(threat, self.name)
+        indices = clean_label_bases(train, threat, generator(seed, self.name))
+        bases = train.x[indices]
+        start = project(bases + self.opacity * (target.mean(0, keepdim=True) - bases), bases, threat.eps)
+        with frozen(models):
+            poisons = self.collide(models, bases, start, target, threat.eps)
+        return PoisonSet(indices, poisons, train.y[indices].clone(), threat.num_classes, self.name,
+                         threat.target_class, target_index=threat.target_index, params=asdict(self))
+
+    def collide(self, models: list[Classifier], bases: torch.Tensor, start: torch.Tensor, target: torch.Tensor,
+                eps: float) -> torch.Tensor:
+        with torch.no_grad():
+            aims = [m.features(target).mean(0) for m in models]
+        beta = self.beta * (aims[0].numel() / bases[0].numel()) ** 2
+        poisons = start.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([poisons], lr=self.lr)
+        for _ in range(self.steps):
+            loss = sum(((m.features(poisons) - aim).pow(2).sum(1) / aim.pow(2).sum()).sum()
+                       for m, aim in zip(models, aims, strict=True)) / len(models)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():  # the proximal (backward) step of β||x - b||², then the eps box
+                poisons.copy_(project((poisons + self.lr * beta * bases) / (1 + self.lr * beta), bases, eps))
+        return poisons.detach()

@@ -1,0 +1,104 @@
+"""Steps the clean-label feature-space attacks share: the surrogate ensemble, the target's features, the bases,
+and Adam on poison perturbations projected into the eps box (batched over poisons)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..models import Classifier
+from ..threat import ThreatModel
+from .base import choose_bases
+
+
+def ensemble(surrogate: Classifier | Sequence[Classifier] | None, attack: str) -> list[Classifier]:
+    """The surrogate models as a list (one model, or an ensemble for grey- and black-box attacks)."""
+    models = [surrogate] if isinstance(surrogate, nn.Module) else list(surrogate or [])
+    if not models:
+        raise ConfigError(f"{attack} crafts in a network's feature space: pass a surrogate model (or a list of them).")
+    return models
+
+
+@contextmanager
+def frozen(models: Sequence[nn.Module]) -> Iterator[None]:
+    """Eval mode and no parameter gradients while crafting (only the poisons are differentiated); restored after."""
+    states = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in models]
+    for m in models:
+        m.eval().requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, training, flags in states:
+            m.train(training)
+            for p, flag in zip(m.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+
+
+def require_target_image(threat: ThreatModel, attack: str) -> torch.Tensor:
+    if threat.target_image is None or threat.target_class is None:
+        raise ConfigError(f"{attack} is a targeted attack: the threat model needs the target image(s) "
+                          "(target_image) and the adversarial class (target_class).")
+    return threat.target_image
+
+
+def layer_features(model: Classifier, x: torch.Tensor, layers: str = "last") -> list[torch.Tensor]:
+    """The features a feature-space attack matches: the penultimate layer ("last"), or ("all") also every
+    convolutional block's output, spatially averaged (Zhu et al.'s multi-layer variant)."""
+    if layers == "last":
+        return [model.features(x)]
+    if layers != "all":
+        raise ConfigError(f"layers={layers!r} must be 'last' or 'all'.")
+    outputs, h = [], x
+    for module in model.extractor:
+        h = module(h)
+        if h.ndim == 4 and not isinstance(module, (nn.AdaptiveAvgPool2d, nn.Flatten)):
+            outputs.append(h.mean((2, 3)))
+    return outputs[:-1] + [model.features(x)] if outputs else [model.features(x)]
+
+
+def clean_label_bases(train: Dataset, threat: ThreatModel, g: torch.Generator) -> torch.Tensor:
+    """The threat model's base indices when given (benchmark setups), else `budget` training images of the
+    adversarial class drawn with the attack's seed."""
+    if threat.base_indices is not None:
+        return threat.base_indices
+    candidates = torch.nonzero(train.y == threat.target_class).squeeze(1)
+    return choose_bases(candidates, threat.budget, g, f"training images of adversarial class {threat.target_class}")
+
+
+def project(x: torch.Tensor, bases: torch.Tensor, eps: float) -> torch.Tensor:
+    """The nearest point to `x` within L-inf distance eps of `bases` and inside [0, 1]."""
+    return torch.minimum(torch.maximum(x, bases - eps), bases + eps).clamp_(0.0, 1.0)
+
+
+def adam_in_box(start: torch.Tensor, bases: torch.Tensor, eps: float, loss: Callable[[torch.Tensor], torch.Tensor],
+                steps: int, lr: float, after_step: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Minimise `loss(poisons)` with Adam from `start`, projecting into the eps box after every step.
+    `after_step(poisons)` may update other variables (the convex-polytope coefficients) between steps."""
+    poisons = project(start.clone(), bases, eps).requires_grad_(True)
+    optimizer = torch.optim.Adam([poisons], lr=lr)
+    for _ in range(steps):
+        value = loss(poisons)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        with torch.no_grad():
+            poisons.copy_(project(poisons, bases, eps))
+            if after_step is not None:
+                after_step(poisons)
+    return poisons.detach()
+
+
+def relative_polytope_loss(models: Sequence[Classifier], poisons: torch.Tensor, target: torch.Tensor) -> float:
+    """Bullseye's loss, averaged over models: ||mean_j f(p_j) - f(t)||² / ||f(t)||² (0 = the poisons' feature
+    mean sits on the target); a yardstick the trial reports for every feature-space attack."""
+    with torch.no_grad(), frozen(models):
+        values = []
+        for m in models:
+            aim = m.features(target).mean(0)
+            values.append(float((m.features(poisons).mean(0) - aim).pow(2).sum() / aim.pow(2).sum()))
+    return sum(values) / len(values)

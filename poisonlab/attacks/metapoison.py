@@ -1,0 +1,120 @@
+"""MetaPoison (Huang et al. 2020): clean-label poisons optimised through unrolled victim training steps, on an
+ensemble of networks at staggered stages of training."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..models import Classifier
+from ..models.train import augment
+from ..seeding import generator
+from ..threat import PoisonSet, ThreatModel
+from .feature_space import clean_label_bases, ensemble, project, require_target_image
+
+
+@dataclass(frozen=True)
+class MetaPoison:
+    """min over poisons (eps box) of the adversarial loss L(f_θK(target), adversarial class), where θK is θ
+    after `unroll` SGD steps (lr `inner_lr`) on a batch of clean images and the poisons, differentiated
+    through the unrolled steps (Huang et al. 2020, eq. 2-3). The ensemble holds `stages` copies of the
+    surrogate's architecture, re-initialised and trained for 0, `stage_epochs`, 2·`stage_epochs`, ... epochs on
+    the training set; every crafting step also advances each copy by one training batch (the staggered
+    ensemble of the paper, which has 24 models and 60 steps per epoch of crafting). Adam on the poisons with
+    projection after each step. `params["adversarial_loss"]` holds the unrolled adversarial loss of the final
+    ensemble on one batch with the bases and with the poisons. Departure: additive perturbations only (no
+    ReColorAdv colour term)."""
+
+    name: ClassVar[str] = "metapoison"
+    summary: ClassVar[str] = "clean-label targeted: poisons through unrolled training, staggered ensemble (2020)"
+    needs: ClassVar[str] = "gradients"
+    changes_labels: ClassVar[bool] = False
+    targeted: ClassVar[bool] = True
+
+    steps: int = 100
+    lr: float = 0.1
+    unroll: int = 2
+    inner_lr: float = 0.1
+    stages: int = 4
+    stage_epochs: int = 2
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.unroll, self.stages, self.batch_size) < 1 or self.stage_epochs < 0 or \
+                self.lr <= 0 or self.inner_lr <= 0:
+            raise ConfigError(f"metapoison needs steps, unroll, stages, batch_size >= 1, stage_epochs >= 0 and "
+                              f"positive learning rates; got {asdict(self)}.")
+
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
+              seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
+        template, target = ensemble(surrogate, self.name)[0], require_target_image(threat, self.name)
+        if threat.budget >= self.batch_size:
+            raise ConfigError(f"metapoison unrolls training on batches of the poisons plus clean images: batch_size "
+                              f"({self.batch_size}) must exceed the budget ({threat.budget}).")
+        g = generator(seed, self.name)
+        indices = clean_label_bases(train, threat, g)
+        bases, labels = train.x[indices], train.y[indices]
+        models = [self.staggered(template, train, stage, g) for stage in range(self.stages)]
+        optimizers = [torch.optim.SGD(m.parameters(), lr=self.inner_lr, momentum=0.9) for m in models]
+        aim = torch.full((len(target),), threat.target_class, dtype=torch.long)
+        delta = torch.zeros_like(bases, requires_grad=True)
+        adam = torch.optim.Adam([delta], lr=self.lr * threat.eps)
+        for _ in range(self.steps):
+            batch = torch.randint(len(train), (self.batch_size - len(bases),), generator=g)
+            x = torch.cat([(bases + delta).clamp(0, 1), train.x[batch]])
+            x, y = augment(x, "flip-crop", g), torch.cat([labels, train.y[batch]])
+            loss = sum(self.adversarial_loss(m, x, y, target, aim) for m in models) / len(models)
+            (grad,) = torch.autograd.grad(loss, delta)
+            delta.grad = grad
+            adam.step()
+            with torch.no_grad():
+                delta.copy_(project(bases + delta, bases, threat.eps) - bases)
+            for m, opt in zip(models, optimizers, strict=True):  # the ensemble keeps training, poisons included
+                m.train()
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(m(x.detach()), y).backward()
+                opt.step()
+        poisons = (bases + delta.detach()).clamp(0, 1)
+        batch = torch.randint(len(train), (self.batch_size - len(bases),), generator=g)
+        before, after = (float(sum(self.adversarial_loss(m, torch.cat([x, train.x[batch]]),
+                                                         torch.cat([labels, train.y[batch]]), target, aim).detach()
+                                   for m in models)) / len(models) for x in (bases, poisons))
+        return PoisonSet(indices, poisons, labels.clone(), threat.num_classes, self.name, threat.target_class,
+                         target_index=threat.target_index, params=asdict(self) | {"adversarial_loss": [before, after]})
+
+    def adversarial_loss(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
+                         aim: torch.Tensor) -> torch.Tensor:
+        """L(f_θK(target), aim) after `unroll` differentiable SGD steps on (x, y) from the model's weights."""
+        params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
+        buffers = {k: v.clone() for k, v in model.named_buffers()}  # batch-norm statistics stay the model's own
+        model.train()
+        for _ in range(self.unroll):
+            inner = F.cross_entropy(functional_call(model, (params, buffers), (x,)), y)
+            grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+            params = {k: p - self.inner_lr * gr for (k, p), gr in zip(params.items(), grads, strict=True)}
+        model.eval()
+        return F.cross_entropy(functional_call(model, (params, buffers), (target,)), aim)
+
+    def staggered(self, template: Classifier, train: Dataset, stage: int, g: torch.Generator) -> Classifier:
+        """A copy of the surrogate's architecture, re-initialised and trained `stage * stage_epochs` epochs."""
+        model = copy.deepcopy(template)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
+            for module in model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        model.requires_grad_(True).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.inner_lr, momentum=0.9)
+        for _ in range(stage * self.stage_epochs):
+            for batch in torch.randperm(len(train), generator=g).split(self.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(model(augment(train.x[batch], "flip-crop", g)), train.y[batch]).backward()
+                optimizer.step()
+        return model

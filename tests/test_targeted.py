@@ -1,0 +1,105 @@
+"""Targeted clean-label attacks on the CIFAR-10 subset, the "Just How Toxic" protocol and its setups files."""
+
+import json
+
+import pytest
+import torch
+
+from poisonlab.bench.report import summarize
+from poisonlab.bench.runner import run_scenarios
+from poisonlab.bench.scenario import scenario_from_dict
+from poisonlab.bench.setups import Setup, load_setups, map_bases, usable_setups
+from poisonlab.bench.trial import run_trial
+from poisonlab.data import load_dataset
+from poisonlab.errors import ConfigError, DataError
+
+FEATURE_ATTACKS = ("feature-collision", "convex-polytope", "bullseye-polytope")
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_subset_path):
+    return load_dataset("cifar10", root=cifar_subset_path)
+
+
+def targeted(path, attack, eps, trials, **extra):
+    return scenario_from_dict(dict(dataset="cifar10", data_root=str(path), model="convnet", attack=attack,
+                                   setting="frozen", budget=25, eps=eps, trials=trials, **extra))
+
+
+def test_cifar10_reads_the_subset_npz_with_its_official_indices(cifar):
+    assert (len(cifar.train), len(cifar.test), cifar.train.shape) == (4000, 1000, (3, 32, 32))
+    assert cifar.train.classes[0] == "airplane" and cifar.train.name == "cifar10"
+    assert cifar.train.y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]  # the official first labels
+    assert torch.equal(cifar.test.index, torch.arange(1000))
+
+
+def test_setups_map_official_indices_skip_absent_targets_and_top_up_bases(cifar, setups_dir):
+    setups = load_setups(str(setups_dir / "cifar10_transfer_learning.json"))
+    usable = usable_setups(setups, cifar.test)
+    assert len(setups) == 100 and len(usable) == 9  # 9 targets lie among the first 1,000 test images
+    index, setup = usable[0]
+    bases, topped_up = map_bases(setup, cifar.train, 25, torch.Generator().manual_seed(0))
+    present = [i for i in setup.base_indices if i < 4000]
+    assert topped_up == 25 - len(present) and len(set(bases.tolist())) == 25
+    assert set(present) <= set(bases.tolist()) and bool((cifar.train.y[bases] == setup.base_class).all())
+    assert all(len(s.base_indices) == 24 for i, s in enumerate(setups) if i in (78, 84))  # upstream's repeated base
+
+
+def test_setups_that_disagree_with_the_data_or_are_malformed_are_refused(cifar, tmp_path):
+    label = int(cifar.test.y[0])
+    with pytest.raises(DataError, match="disagree"):
+        usable_setups((Setup((label + 1) % 10, 0, (label + 2) % 10, (0,)),), cifar.test)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"target class": 1, "target index": 3}]))
+    with pytest.raises(ConfigError, match="base indices"):
+        load_setups(str(bad))
+
+
+@pytest.mark.parametrize("attack", FEATURE_ATTACKS)
+def test_feature_space_gate_poisons_sit_far_closer_to_the_target_than_random_eps_noise(attack, cifar_subset_path,
+                                                                                        tmp_path_factory):
+    """Few trials on a briefly pretrained network: the poisons' relative bullseye loss is at most half that of
+    random ±eps noise on the same bases; they stay within eps, in [0, 1], and keep their labels."""
+    scenario = targeted(cifar_subset_path, attack, 8 / 255, 2,
+                        pretrain=dict(epochs=3, batch_size=128, lr=3e-3, schedule="cosine"))
+    cache = str(tmp_path_factory.getbasetemp() / "targeted-models")
+    for trial in range(2):
+        result = run_trial(scenario, trial, cache)
+        assert result["relative_feature_loss"] <= 0.5 * result["noise_feature_loss"]
+        assert result["max_perturbation"] <= 8 / 255 + 1e-6 and result["n_poisons"] == 25
+
+
+def test_targeted_scenarios_refuse_what_they_cannot_do(cifar_subset_path):
+    with pytest.raises(ConfigError, match="not in the trial loop"):
+        run_trial(targeted(cifar_subset_path, "bullseye-polytope", 0.03, 1, defense="spectral-signatures"), 0)
+    with pytest.raises(ConfigError, match="targeted clean-label attacks"):
+        run_trial(scenario_from_dict(dict(dataset="digits", attack="badnets", budget=5, target_class=1,
+                                          setting="frozen")), 0)
+
+
+@pytest.fixture(scope="module")
+def acceptance(cifar_subset_path, tmp_path_factory):
+    """24 trials each, frozen white-box, 25 poisons, the default 30-epoch pretrained convnet (~70 s once)."""
+    out = tmp_path_factory.mktemp("toxic-acceptance")
+    scenarios = [targeted(cifar_subset_path, "bullseye-polytope", 16 / 255, 24)] + \
+        [targeted(cifar_subset_path, a, 8 / 255, 24) for a in FEATURE_ATTACKS]
+    store = run_scenarios(scenarios, out, progress=False)
+    rows = summarize(store, scenarios)
+    return {(r["attack"], round(255 * r["eps"])): r for r in rows}
+
+
+@pytest.mark.slow
+def test_bullseye_polytope_reaches_the_target_at_16_and_8_over_255(acceptance):
+    high, low = acceptance["bullseye-polytope", 16], acceptance["bullseye-polytope", 8]
+    assert high["successes"] >= 8 and high["successes"] >= high["control_successes"] + 6
+    assert low["successes"] >= 3 and low["successes"] > low["control_successes"]
+    for row in (high, low):
+        assert row["relative_feature_loss"] <= 0.5 * row["noise_feature_loss"]
+
+
+@pytest.mark.slow
+def test_bullseye_beats_convex_polytope_beats_feature_collision_beats_control_at_8_over_255(acceptance):
+    fc, cp, bp = (acceptance[a, 8] for a in FEATURE_ATTACKS)
+    assert fc["successes"] > fc["control_successes"] and cp["successes"] > cp["control_successes"]
+    assert bp["successes"] >= cp["successes"] >= fc["successes"]
+    assert bp["craft_seconds_per_trial"] < cp["craft_seconds_per_trial"]
