@@ -169,3 +169,34 @@ def test_npz_data_runs_end_to_end(tmp_path):
                     "--epochs", "30", "--lr", "0.05", "--out", str(tmp_path / "o"), "--json", "--no-progress",
                     check=True).stdout
     assert json.loads(out)[0]["clean_accuracy"] > 0.9
+
+
+TARGETED_FIELDS = {"attack_success_rate", "attack_success_ci", "control_success_rate", "clean_accuracy", "trials",
+                   "craft_seconds_per_trial", "train_seconds_per_trial"}
+
+
+def test_run_a_targeted_attack_from_a_setups_file_prints_the_targeted_fields(tmp_path, cifar_subset_path, setups_dir):
+    config = tmp_path / "s.yaml"
+    config.write_text("pretrain: {epochs: 1, batch_size: 256, lr: 0.003}\n")  # a quick network: fields, not effect
+    out = poisonlab("run", "-c", str(config), "--dataset", "cifar10", "--data-root", str(cifar_subset_path),
+                    "--attack", "bullseye-polytope", "-p", "steps=5", "--setting", "frozen", "--budget", "25",
+                    "--eps", "0.0314", "--trials", "2", "--setups",
+                    str(setups_dir / "cifar10_transfer_learning.json"), "--out", str(tmp_path / "o"), "--json",
+                    "--no-progress", check=True).stdout
+    [row] = json.loads(out)
+    assert TARGETED_FIELDS <= row.keys() and row["trials"] == 2
+    assert row["setups_skipped"] == 91 and row["bases_topped_up"] == 25 - 5 + 25 - 1  # 5 and 1 bases present
+    too_many = poisonlab("run", "-c", str(config), "--dataset", "cifar10", "--data-root", str(cifar_subset_path),
+                         "--attack", "bullseye-polytope", "--setting", "frozen", "--budget", "25", "--trials", "10",
+                         "--setups", str(setups_dir / "cifar10_transfer_learning.json"), "--out", str(tmp_path / "p"))
+    assert too_many.returncode == 2 and "at most 9 trials" in too_many.stderr
+
+
+@pytest.mark.slow
+def test_the_issue_command_prints_the_targeted_fields(tmp_path, cifar_subset_path):
+    out = poisonlab("run", "--dataset", "cifar10", "--data-root", str(cifar_subset_path), "--model", "convnet",
+                    "--attack", "bullseye-polytope", "--setting", "frozen", "--knowledge", "white-box", "--budget",
+                    "25", "--eps", "0.0627", "--trials", "4", "--json", "--no-progress", "--out", str(tmp_path),
+                    check=True).stdout
+    [row] = json.loads(out)
+    assert TARGETED_FIELDS <= row.keys() and row["trials"] == 4 and row["attack_success_rate"] >= 0.5
