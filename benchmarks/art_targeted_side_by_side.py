@@ -1,15 +1,20 @@
-"""feature-collision and bullseye-polytope side by side with IBM's Adversarial Robustness Toolbox
-(`FeatureCollisionAttack`, `BullseyePolytopeAttackPyTorch`), on the same network, data, targets, bases, budget and
-eps: the CIFAR-10 subset, the convnet pretrained on its 4,000 training images (poisonlab's cached pretraining),
-frozen, the victim retraining its linear head (poisonlab's frozen victim, 200 full-batch Adam steps). Prints each
+"""feature-collision, bullseye-polytope and witches-brew side by side with IBM's Adversarial Robustness Toolbox
+(`FeatureCollisionAttack`, `BullseyePolytopeAttackPyTorch`, `GradientMatchingAttack`), on the same network, data,
+targets, bases, budget and eps: the CIFAR-10 subset, the convnet pretrained on its 4,000 training images
+(poisonlab's cached pretraining). Feature collision and bullseye: frozen, the victim retraining its linear head
+(poisonlab's frozen victim, 200 full-batch Adam steps). Gradient matching: from scratch, the victim a fresh convnet
+trained 30 epochs on the poisoned set (`--gm-trials`, `--gm-budget`, `--gm-eps`; 0 trials skips it). Prints each
 tool's success over the trials and its crafting time per trial, then whether each tool's poisons change when only
 the target changes. Needs the benchmark extra: pip install -e ".[bench]".
 
 ART's feature collision has no L-inf bound; its poisons are projected into the eps box afterwards (both tools
 are then held to the same threat model). ART's bullseye runs `max_iter` = poisonlab's `steps` (200) with its
 default learning rate 0.04 and its `epsilon` = eps; `endtoend=False` is not used because it fails in ART 1.20.1.
+ART's gradient matching gets the bases as its whole `x_train` with `percent_poison=1` (so it poisons exactly
+them), one restart (`max_trials=1`, as poisonlab's default) and its default 250 epochs and schedule.
 
 python benchmarks/art_targeted_side_by_side.py --data-root PATH/cifar10_subset.npz [--trials 8] [--eps 8]
+    [--gm-trials 3] [--kinds feature-collision,bullseye-polytope,witches-brew]
 """
 
 from __future__ import annotations
@@ -46,6 +51,12 @@ def art_poisons(kind: str, classifier, target: torch.Tensor, bases: torch.Tensor
     from art.attacks.poisoning import BullseyePolytopeAttackPyTorch, FeatureCollisionAttack
 
     x, t = bases.numpy(), target.numpy()
+    if kind == "witches-brew":
+        from art.attacks.poisoning import GradientMatchingAttack
+
+        attack = GradientMatchingAttack(classifier, 1.0, epsilon=eps, max_trials=1, verbose=0)
+        poisons, _ = attack.poison(t, np.eye(10)[[label]], x, np.eye(10)[[label] * len(x)])
+        return project(torch.from_numpy(np.asarray(poisons, dtype=np.float32)), bases, eps)
     if kind == "feature-collision":
         attack = FeatureCollisionAttack(classifier, t, 0, verbose=False)
     else:
@@ -60,54 +71,71 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--eps", type=float, default=8, help="in 1/255 units")
     parser.add_argument("--budget", type=int, default=25)
+    parser.add_argument("--gm-trials", type=int, default=3)
+    parser.add_argument("--gm-budget", type=int, default=200)
+    parser.add_argument("--gm-eps", type=float, default=16, help="in 1/255 units")
+    parser.add_argument("--kinds", default="feature-collision,bullseye-polytope,witches-brew")
     parser.add_argument("--out", default="poisonlab-out/art-targeted", help="where the pretrained network is cached")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    eps = args.eps / 255
-    for kind in ("feature-collision", "bullseye-polytope"):
-        scenario = scenario_from_dict(dict(dataset="cifar10", data_root=args.data_root, model="convnet", attack=kind,
-                                           setting="frozen", budget=args.budget, eps=eps, trials=args.trials))
-        ours = make_attack(kind)
-        counts = {"poisonlab": [0, 0.0], "ART": [0, 0.0]}
-        first = None
-        for trial in range(args.trials):
-            seed, data, threat, _, _ = prepare(scenario, trial)
-            reference = pretrained(scenario, "convnet", scenario.seed, data, f"{args.out}/models")
-            classifier = art_classifier(reference)
-            target = choose_target(scenario, trial, data, reference, seed)
-            candidates = torch.nonzero(data.train.y == target.adversarial_class).squeeze(1)
-            bases = candidates[torch.randperm(len(candidates), generator=generator(seed, "bases"))[:args.budget]]
-            bases = bases.sort().values
-            image = data.test.x[target.position:target.position + 1]
-            threat = dataclasses.replace(threat, target_class=target.adversarial_class, target_image=image,
-                                         target_index=target.position, base_indices=bases)
-            for tool in counts:
-                start = time.perf_counter()
-                if tool == "poisonlab":
-                    poison = ours.craft(data.train, threat, reference, seed=seed)
-                else:
-                    x = art_poisons(kind, classifier, image, data.train.x[bases], target.adversarial_class, eps,
-                                    ours.steps)
-                    poison = PoisonSet(bases, x, data.train.y[bases].clone(), 10, kind, target.adversarial_class)
-                counts[tool][1] += time.perf_counter() - start
-                victim = train_victim(scenario, reference, data.train, poison, seed)
-                counts[tool][0] += int(predict(victim, image)) == target.adversarial_class
-                if trial == 0:
-                    first = (first or {}) | {tool: (poison.x, threat)}
-        for tool, (hits, seconds) in counts.items():
-            print(f"{kind:18s} {tool:9s} success {hits}/{args.trials}  craft {seconds / args.trials:6.2f} s/trial")
-        # the target-change check: same bases, another target (the next test image of another class)
-        for tool, (poisons, threat) in first.items():
-            other = data.test.x[(data.test.y != data.test.y[threat.target_index]).nonzero()[0, 0]][None]
-            changed = dataclasses.replace(threat, target_image=other)
+    for kind in args.kinds.split(","):
+        compare(kind, args)
+
+
+def compare(kind: str, args: argparse.Namespace) -> None:
+    scratch = kind == "witches-brew"
+    eps, budget, trials = (args.gm_eps, args.gm_budget, args.gm_trials) if scratch else \
+        (args.eps, args.budget, args.trials)
+    eps /= 255
+    if trials < 1:
+        return
+    scenario = scenario_from_dict(dict(dataset="cifar10", data_root=args.data_root, model="convnet", attack=kind,
+                                       setting="scratch" if scratch else "frozen", budget=budget, eps=eps,
+                                       trials=trials, **({"recipe": SCRATCH_RECIPE} if scratch else {})))
+    ours = make_attack(kind)
+    counts = {"poisonlab": [0, 0.0], "ART": [0, 0.0]}
+    first = None
+    for trial in range(trials):
+        seed, data, threat, _, _ = prepare(scenario, trial)
+        reference = pretrained(scenario, "convnet", scenario.seed, data, f"{args.out}/models")
+        classifier = art_classifier(reference)
+        target = choose_target(scenario, trial, data, reference, seed)
+        candidates = torch.nonzero(data.train.y == target.adversarial_class).squeeze(1)
+        bases = candidates[torch.randperm(len(candidates), generator=generator(seed, "bases"))[:budget]]
+        bases = bases.sort().values
+        image = data.test.x[target.position:target.position + 1]
+        threat = dataclasses.replace(threat, target_class=target.adversarial_class, target_image=image,
+                                     target_index=target.position, base_indices=bases)
+        for tool in counts:
+            start = time.perf_counter()
             if tool == "poisonlab":
-                again = ours.craft(data.train, changed, reference, seed=trial_seed_of(scenario)).x
+                poison = ours.craft(data.train, threat, reference, seed=seed)
             else:
-                again = art_poisons(kind, classifier, other, data.train.x[threat.base_indices], threat.target_class,
-                                    eps, ours.steps)
-            moved = (again - poisons).abs()
-            print(f"{kind:18s} {tool:9s} another target moves the poisons by max {float(moved.max()):.4f} "
-                  f"(mean {float(moved.mean()):.5f})")
+                x = art_poisons(kind, classifier, image, data.train.x[bases], target.adversarial_class, eps,
+                                getattr(ours, "steps", 0))
+                poison = PoisonSet(bases, x, data.train.y[bases].clone(), 10, kind, target.adversarial_class)
+            counts[tool][1] += time.perf_counter() - start
+            victim = train_victim(scenario, reference, data.train, poison, seed)
+            counts[tool][0] += int(predict(victim, image)) == target.adversarial_class
+            if trial == 0:
+                first = (first or {}) | {tool: (poison.x, threat)}
+    for tool, (hits, seconds) in counts.items():
+        print(f"{kind:18s} {tool:9s} success {hits}/{trials}  craft {seconds / trials:6.2f} s/trial", flush=True)
+    # the target-change check: same bases, another target (the next test image of another class)
+    for tool, (poisons, threat) in first.items():
+        other = data.test.x[(data.test.y != data.test.y[threat.target_index]).nonzero()[0, 0]][None]
+        changed = dataclasses.replace(threat, target_image=other)
+        if tool == "poisonlab":
+            again = ours.craft(data.train, changed, reference, seed=trial_seed_of(scenario)).x
+        else:
+            again = art_poisons(kind, classifier, other, data.train.x[threat.base_indices], threat.target_class,
+                                eps, getattr(ours, "steps", 0))
+        moved = (again - poisons).abs()
+        print(f"{kind:18s} {tool:9s} another target moves the poisons by max {float(moved.max()):.4f} "
+              f"(mean {float(moved.mean()):.5f})")
+
+
+SCRATCH_RECIPE = {"epochs": 30, "batch_size": 128, "lr": 3e-3, "schedule": "cosine", "augment": "flip-crop"}
 
 
 def trial_seed_of(scenario) -> int:

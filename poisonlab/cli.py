@@ -48,6 +48,10 @@ def list_cmd() -> None:
             typer.echo("  (none implemented yet)")
 
 
+DeviceOpt = Annotated[str | None, typer.Option(help="Targeted attacks: where networks train and poisons are "
+                                              "crafted: cpu | cuda | cuda:N | auto (default cpu).")]
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A scenario YAML file; flags given "
@@ -83,6 +87,7 @@ def run(
                                                   "black-box (other architectures).")] = None,
     setups: Annotated[str | None, typer.Option(help="A \"Just How Toxic\" setups JSON file: trial i uses the i-th "
                                                "setup whose target is in the loaded data.")] = None,
+    device: DeviceOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Victim training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Victim training batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Victim learning rate.")] = None,
@@ -117,7 +122,7 @@ def run(
                  val_size=val_size, model=model,
                  attack=attack, eps=eps, target_class=target_class, source_class=source_class,
                  clean_label=clean_label, trials=trials, defense=defense, setting=setting, knowledge=knowledge,
-                 setups=setups,
+                 setups=setups, device=device,
                  defense_params={**fields.get("defense_params", {}), **parse_params(defense_param or [])} or None,
                  seed=seed, classes=parse_classes(classes) if classes else None,
                  budget=parse_budget(budget) if budget is not None else None,
@@ -136,12 +141,13 @@ def bench(
     trials: Annotated[int | None, typer.Option(help="Override every scenario's trial count.")] = None,
     setups: Annotated[str | None, typer.Option(help="Targeted suites: run the trials of a \"Just How Toxic\" "
                                                "setups JSON file.")] = None,
+    device: DeviceOpt = None,
     data_root: RootOpt = None, as_json: JsonOpt = False, progress: ProgressOpt = True,
 ) -> None:
     """Run a named suite of scenarios and print its results table (resumes when re-run into the same --out)."""
     from .bench.suites import load_suite
 
-    loaded = load_suite(suite, data_root, trials, setups)
+    loaded = load_suite(suite, data_root, trials, setups, device)
     for reason in loaded.skipped:
         typer.echo(f"skipped (data not installed): {reason}", err=True)
     out = out or Path("poisonlab-out") / suite

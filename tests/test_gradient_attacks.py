@@ -62,3 +62,12 @@ def test_metapoison_lowers_its_unrolled_adversarial_loss_and_the_victims_on_aver
         moved.append(control - poisoned)
     # measured: unrolled loss 14.1 -> 13.1, 1.83 -> 1.65, 5.59 -> 5.24; victims' target loss +0.13, +1.13, -0.03
     assert sum(moved) > 0
+
+
+def test_metapoison_weighs_its_poisons_at_their_share_of_the_training_set():
+    """All poisons sit in every unrolled batch, however many, but together weigh only budget / training size."""
+    from poisonlab.attacks.metapoison import MetaPoison
+
+    weights = MetaPoison(batch_size=64).batch_weights(200, 0.05, torch.device("cpu"))
+    assert weights.shape == (264,) and abs(float(weights.sum()) - 1) < 1e-6
+    assert abs(float(weights[:200].sum()) - 0.05) < 1e-6 and float(weights[200:].min()) > float(weights[:200].max())

@@ -9,7 +9,7 @@ from poisonlab.bench.report import summarize
 from poisonlab.bench.runner import run_scenarios
 from poisonlab.bench.scenario import scenario_from_dict
 from poisonlab.bench.setups import Setup, load_setups, map_bases, usable_setups
-from poisonlab.bench.trial import run_trial
+from poisonlab.bench.trial import run_trial, trial_seed
 from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError, DataError
 
@@ -67,6 +67,7 @@ def test_feature_space_gate_poisons_sit_far_closer_to_the_target_than_random_eps
         result = run_trial(scenario, trial, cache)
         assert result["relative_feature_loss"] <= 0.5 * result["noise_feature_loss"]
         assert result["max_perturbation"] <= 8 / 255 + 1e-6 and result["n_poisons"] == 25
+        assert result["target_adversarial_loss"] >= 0 and result["control_adversarial_loss"] >= 0
 
 
 def test_targeted_scenarios_refuse_what_they_cannot_do(cifar_subset_path):
@@ -103,3 +104,47 @@ def test_bullseye_beats_convex_polytope_beats_feature_collision_beats_control_at
     assert fc["successes"] > fc["control_successes"] and cp["successes"] > cp["control_successes"]
     assert bp["successes"] >= cp["successes"] >= fc["successes"]
     assert bp["craft_seconds_per_trial"] < cp["craft_seconds_per_trial"]
+
+
+def test_device_names_are_checked_and_a_missing_gpu_is_a_clear_error():
+    from poisonlab.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="not a device name"):
+        resolve_device("gpu0")
+    with pytest.raises(ConfigError, match="cpu or cuda"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a machine without a GPU gives")
+def test_toxic_cifar10_suite_asks_for_a_gpu_and_fails_before_loading_data(tmp_path):
+    """The paper-scale suite is valid (14 cells, ResNet-18, 100 trials, device cuda) and on a CPU-only machine
+    stops at once with the device error, not after minutes of loading or training."""
+    from poisonlab.bench.suites import load_suite
+
+    suite = load_suite("toxic-cifar10", data_root=str(tmp_path / "absent"))
+    assert len(suite.scenarios) == 14 and suite.toxic
+    assert {s.device for s in suite.scenarios} == {"cuda"} and {s.model for s in suite.scenarios} == {"resnet18"}
+    assert {s.trials for s in suite.scenarios} == {100}
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        run_trial(suite.scenarios[0], 0)
+    with pytest.raises(ConfigError, match="targeted suites"):
+        load_suite("quick", device="cuda")
+
+
+def test_device_cpu_keeps_the_scenario_hash_and_non_targeted_attacks_refuse_a_gpu(cifar_subset_path):
+    from poisonlab.bench.trial import prepare
+
+    plain = targeted(cifar_subset_path, "bullseye-polytope", 0.03, 1)
+    assert targeted(cifar_subset_path, "bullseye-polytope", 0.03, 1, device="cpu").hash == plain.hash
+    assert targeted(cifar_subset_path, "bullseye-polytope", 0.03, 1, device="cuda").hash != plain.hash
+    badnets = scenario_from_dict(dict(dataset="digits", attack="badnets", budget=5, target_class=1, device="auto"))
+    if torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="runs on the CPU"):
+            prepare(badnets, 0)
+    else:  # auto is the CPU here, which every attack runs on
+        assert prepare(badnets, 0)[0] == trial_seed(badnets, 0)

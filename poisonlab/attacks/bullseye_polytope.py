@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -13,7 +13,7 @@ from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
 from .base import check_choice
-from .feature_space import adam_in_box, clean_label_bases, ensemble, frozen, layer_features, require_target_image
+from .feature_space import adam_in_box, frozen, layer_features, open_targeted
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,8 @@ class BullseyePolytope:
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        models, target = ensemble(surrogate, self.name), require_target_image(threat, self.name)
-        indices = clean_label_bases(train, threat, generator(seed, self.name))
-        bases = train.x[indices]
+        opening = open_targeted(self, train, threat, surrogate, generator(seed, self.name))
+        models, target, bases = opening.models, opening.target, opening.bases
         with frozen(models):
             with torch.no_grad():
                 aims = [[f.mean(0) for f in layer_features(m, target, self.layers)] for m in models]
@@ -56,5 +55,4 @@ class BullseyePolytope:
                 return total / len(models)
 
             poisons = adam_in_box(bases, bases, threat.eps, loss, self.steps, self.lr)
-        return PoisonSet(indices, poisons, train.y[indices].clone(), threat.num_classes, self.name,
-                         threat.target_class, target_index=threat.target_index, params=asdict(self))
+        return opening.poison_set(self, poisons, threat)

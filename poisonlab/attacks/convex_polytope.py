@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -13,14 +13,14 @@ from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
 from .base import check_choice
-from .feature_space import adam_in_box, clean_label_bases, ensemble, frozen, layer_features, require_target_image
+from .feature_space import adam_in_box, frozen, layer_features, open_targeted
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:
     """Euclidean projection of each row of `v` onto the probability simplex (Duchi et al. 2008), batched."""
     u, _ = v.sort(dim=-1, descending=True)
     cumulative = u.cumsum(-1) - 1
-    ks = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype)
+    ks = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
     rho = (u - cumulative / ks > 0).sum(-1, keepdim=True)
     theta = cumulative.gather(-1, rho - 1) / rho
     return (v - theta).clamp_min(0)
@@ -53,10 +53,9 @@ class ConvexPolytope:
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        models, target = ensemble(surrogate, self.name), require_target_image(threat, self.name)
-        indices = clean_label_bases(train, threat, generator(seed, self.name))
-        bases = train.x[indices]
-        coefficients = torch.full((len(models), len(indices)), 1.0 / len(indices))
+        opening = open_targeted(self, train, threat, surrogate, generator(seed, self.name))
+        models, target, bases = opening.models, opening.target, opening.bases
+        coefficients = torch.full((len(models), len(bases)), 1.0 / len(bases), device=bases.device)
         with frozen(models):
             with torch.no_grad():
                 aims = [[f.mean(0) for f in layer_features(m, target, self.layers)] for m in models]
@@ -78,6 +77,4 @@ class ConvexPolytope:
                         c.copy_(project_simplex(c - step * (c @ phi - aim) @ phi.T))
 
             poisons = adam_in_box(bases, bases, threat.eps, loss, self.steps, self.lr, update_coefficients)
-        return PoisonSet(indices, poisons, train.y[indices].clone(), threat.num_classes, self.name,
-                         threat.target_class, target_index=threat.target_index,
-                         params=asdict(self) | {"coefficients": coefficients.tolist()})
+        return opening.poison_set(self, poisons, threat, coefficients=coefficients.tolist())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .feature_space import clean_label_bases, ensemble, frozen, project, require_target_image
+from .feature_space import frozen, open_targeted, project
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,12 @@ class FeatureCollision:
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        models, target = ensemble(surrogate, self.name), require_target_image(threat, self.name)
-        indices = clean_label_bases(train, threat, generator(seed, self.name))
-        bases = train.x[indices]
+        opening = open_targeted(self, train, threat, surrogate, generator(seed, self.name))
+        models, target, bases = opening.models, opening.target, opening.bases
         start = project(bases + self.opacity * (target.mean(0, keepdim=True) - bases), bases, threat.eps)
         with frozen(models):
             poisons = self.collide(models, bases, start, target, threat.eps)
-        return PoisonSet(indices, poisons, train.y[indices].clone(), threat.num_classes, self.name,
-                         threat.target_class, target_index=threat.target_index, params=asdict(self))
+        return opening.poison_set(self, poisons, threat)
 
     def collide(self, models: list[Classifier], bases: torch.Tensor, start: torch.Tensor, target: torch.Tensor,
                 eps: float) -> torch.Tensor:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from ..data import Dataset
+from ..device import device_of
 from ..errors import ConfigError
 from ..models import Classifier
-from ..threat import ThreatModel
+from ..threat import PoisonSet, ThreatModel
 from .base import choose_bases
 
 
@@ -37,6 +39,33 @@ def frozen(models: Sequence[nn.Module]) -> Iterator[None]:
             m.train(training)
             for p, flag in zip(m.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What every clean-label targeted attack starts from, on its surrogates' device: the ensemble, the target
+    image(s), the bases' training indices (on the CPU), their images and labels."""
+
+    models: list[Classifier]
+    target: torch.Tensor
+    indices: torch.Tensor
+    bases: torch.Tensor
+    labels: torch.Tensor
+
+    def poison_set(self, attack, poisons: torch.Tensor, threat: ThreatModel, **extra) -> PoisonSet:
+        """The attack's result, its tensors back on the CPU; `extra` joins the attack's fields in params."""
+        return PoisonSet(self.indices, poisons.detach().cpu(), self.labels.cpu().clone(), threat.num_classes,
+                         attack.name, threat.target_class, target_index=threat.target_index,
+                         params=asdict(attack) | extra)
+
+
+def open_targeted(attack, train: Dataset, threat: ThreatModel, surrogate, g: torch.Generator) -> Opening:
+    """The ensemble, the target and the bases (drawn with `g` unless the threat model names them), moved to the
+    device of the first surrogate."""
+    models, target = ensemble(surrogate, attack.name), require_target_image(threat, attack.name)
+    indices = clean_label_bases(train, threat, g)
+    device = device_of(models[0])
+    return Opening(models, target.to(device), indices, train.x[indices].to(device), train.y[indices].to(device))
 
 
 def require_target_image(threat: ThreatModel, attack: str) -> torch.Tensor:
@@ -98,6 +127,8 @@ def relative_polytope_loss(models: Sequence[Classifier], poisons: torch.Tensor, 
     mean sits on the target); a yardstick the trial reports for every feature-space attack."""
     with torch.no_grad(), frozen(models):
         values = []
+        device = device_of(models[0])
+        poisons, target = poisons.to(device), target.to(device)
         for m in models:
             aim = m.features(target).mean(0)
             values.append(float((m.features(poisons).mean(0) - aim).pow(2).sum() / aim.pow(2).sum()))

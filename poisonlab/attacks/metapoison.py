@@ -12,25 +12,28 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from ..data import Dataset
+from ..device import device_of
 from ..errors import ConfigError
 from ..models import Classifier
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .feature_space import clean_label_bases, ensemble, project, require_target_image
+from .feature_space import open_targeted, project
 
 
 @dataclass(frozen=True)
 class MetaPoison:
     """min over poisons (eps box) of the adversarial loss L(f_θK(target), adversarial class), where θK is θ
-    after `unroll` SGD steps (lr `inner_lr`) on a batch of clean images and the poisons, differentiated
-    through the unrolled steps (Huang et al. 2020, eq. 2-3). The ensemble holds `stages` copies of the
-    surrogate's architecture, re-initialised and trained for 0, `stage_epochs`, 2·`stage_epochs`, ... epochs on
-    the training set; every crafting step also advances each copy by one training batch (the staggered
-    ensemble of the paper, which has 24 models and 60 steps per epoch of crafting). Adam on the poisons with
-    projection after each step. `params["adversarial_loss"]` holds the unrolled adversarial loss of the final
-    ensemble on one batch with the bases and with the poisons. Departure: additive perturbations only (no
-    ReColorAdv colour term)."""
+    after `unroll` SGD steps (lr `inner_lr`) on a batch of the poisons and `batch_size` clean images,
+    differentiated through the unrolled steps (Huang et al. 2020, eq. 2-3). The poisons weigh in that batch's
+    loss at their share of the training set (budget / training images), as in the victim's own batches;
+    unweighted, a batch mostly of the adversarial class would pull the target there whatever the perturbation.
+    The ensemble holds `stages` copies of the surrogate's architecture, re-initialised and trained for 0,
+    `stage_epochs`, 2·`stage_epochs`, ... epochs on the training set; every crafting step also advances each
+    copy by one such batch (the staggered ensemble of the paper, which has 24 models and 60 steps per epoch of
+    crafting). Adam on the poisons (lr in pixel units of [0, 1] images), projected after each step.
+    `params["adversarial_loss"]` holds the unrolled adversarial loss of the final ensemble on one batch with the
+    bases and with the poisons. Departure: additive perturbations only (no ReColorAdv colour term)."""
 
     name: ClassVar[str] = "metapoison"
     summary: ClassVar[str] = "clean-label targeted: poisons through unrolled training, staggered ensemble (2020)"
@@ -39,7 +42,7 @@ class MetaPoison:
     targeted: ClassVar[bool] = True
 
     steps: int = 100
-    lr: float = 0.1
+    lr: float = 0.025
     unroll: int = 2
     inner_lr: float = 0.1
     stages: int = 4
@@ -54,23 +57,20 @@ class MetaPoison:
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        template, target = ensemble(surrogate, self.name)[0], require_target_image(threat, self.name)
-        if threat.budget >= self.batch_size:
-            raise ConfigError(f"metapoison unrolls training on batches of the poisons plus clean images: batch_size "
-                              f"({self.batch_size}) must exceed the budget ({threat.budget}).")
         g = generator(seed, self.name)
-        indices = clean_label_bases(train, threat, g)
-        bases, labels = train.x[indices], train.y[indices]
-        models = [self.staggered(template, train, stage, g) for stage in range(self.stages)]
+        opening = open_targeted(self, train, threat, surrogate, g)
+        target, bases, labels = opening.target, opening.bases, opening.labels
+        models = [self.staggered(opening.models[0], train, stage, g) for stage in range(self.stages)]
         optimizers = [torch.optim.SGD(m.parameters(), lr=self.inner_lr, momentum=0.9) for m in models]
-        aim = torch.full((len(target),), threat.target_class, dtype=torch.long)
+        aim = torch.full((len(target),), threat.target_class, dtype=torch.long, device=target.device)
+        weights = self.batch_weights(len(bases), len(bases) / len(train), bases.device)
         delta = torch.zeros_like(bases, requires_grad=True)
-        adam = torch.optim.Adam([delta], lr=self.lr * threat.eps)
+        adam = torch.optim.Adam([delta], lr=self.lr)
         for _ in range(self.steps):
-            batch = torch.randint(len(train), (self.batch_size - len(bases),), generator=g)
-            x = torch.cat([(bases + delta).clamp(0, 1), train.x[batch]])
-            x, y = augment(x, "flip-crop", g), torch.cat([labels, train.y[batch]])
-            loss = sum(self.adversarial_loss(m, x, y, target, aim) for m in models) / len(models)
+            clean_x, clean_y = self.clean_batch(train, g, bases.device)
+            x = augment(torch.cat([(bases + delta).clamp(0, 1), clean_x]), "flip-crop", g)
+            y = torch.cat([labels, clean_y])
+            loss = sum(self.adversarial_loss(m, x, y, weights, target, aim) for m in models) / len(models)
             (grad,) = torch.autograd.grad(loss, delta)
             delta.grad = grad
             adam.step()
@@ -79,24 +79,34 @@ class MetaPoison:
             for m, opt in zip(models, optimizers, strict=True):  # the ensemble keeps training, poisons included
                 m.train()
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(m(x.detach()), y).backward()
+                weighted_loss(m(x.detach()), y, weights).backward()
                 opt.step()
         poisons = (bases + delta.detach()).clamp(0, 1)
-        batch = torch.randint(len(train), (self.batch_size - len(bases),), generator=g)
-        before, after = (float(sum(self.adversarial_loss(m, torch.cat([x, train.x[batch]]),
-                                                         torch.cat([labels, train.y[batch]]), target, aim).detach()
+        clean_x, clean_y = self.clean_batch(train, g, bases.device)
+        y = torch.cat([labels, clean_y])
+        before, after = (float(sum(self.adversarial_loss(m, torch.cat([x, clean_x]), y, weights, target, aim).detach()
                                    for m in models)) / len(models) for x in (bases, poisons))
-        return PoisonSet(indices, poisons, labels.clone(), threat.num_classes, self.name, threat.target_class,
-                         target_index=threat.target_index, params=asdict(self) | {"adversarial_loss": [before, after]})
+        return opening.poison_set(self, poisons, threat, adversarial_loss=[before, after])
 
-    def adversarial_loss(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
-                         aim: torch.Tensor) -> torch.Tensor:
+    def clean_batch(self, train: Dataset, g: torch.Generator, device: torch.device):
+        """`batch_size` random clean training images (and labels), to go beside the poisons."""
+        batch = torch.randint(len(train), (self.batch_size,), generator=g)
+        return train.x[batch].to(device), train.y[batch].to(device)
+
+    def batch_weights(self, poisons: int, share: float, device: torch.device) -> torch.Tensor:
+        """Per-sample loss weights of a batch of `poisons` poisons then `batch_size` clean images: the poisons
+        together weigh `share`, the clean images the rest."""
+        return torch.cat([torch.full((poisons,), share / poisons, device=device),
+                          torch.full((self.batch_size,), (1 - share) / self.batch_size, device=device)])
+
+    def adversarial_loss(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
+                         target: torch.Tensor, aim: torch.Tensor) -> torch.Tensor:
         """L(f_θK(target), aim) after `unroll` differentiable SGD steps on (x, y) from the model's weights."""
         params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
         buffers = {k: v.clone() for k, v in model.named_buffers()}  # batch-norm statistics stay the model's own
         model.train()
         for _ in range(self.unroll):
-            inner = F.cross_entropy(functional_call(model, (params, buffers), (x,)), y)
+            inner = weighted_loss(functional_call(model, (params, buffers), (x,)), y, weights)
             grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
             params = {k: p - self.inner_lr * gr for (k, p), gr in zip(params.items(), grads, strict=True)}
         model.eval()
@@ -111,10 +121,16 @@ class MetaPoison:
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
         model.requires_grad_(True).train()
+        device = device_of(model)
         optimizer = torch.optim.SGD(model.parameters(), lr=self.inner_lr, momentum=0.9)
         for _ in range(stage * self.stage_epochs):
             for batch in torch.randperm(len(train), generator=g).split(self.batch_size):
+                x, y = train.x[batch].to(device), train.y[batch].to(device)
                 optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(augment(train.x[batch], "flip-crop", g)), train.y[batch]).backward()
+                F.cross_entropy(model(augment(x, "flip-crop", g)), y).backward()
                 optimizer.step()
         return model
+
+
+def weighted_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (F.cross_entropy(logits, y, reduction="none") * weights).sum()

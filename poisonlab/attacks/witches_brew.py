@@ -3,7 +3,7 @@ adversarial gradient, so that training on them pulls the target toward the adver
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -15,7 +15,7 @@ from ..models import Classifier
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .feature_space import clean_label_bases, ensemble, project, require_target_image
+from .feature_space import open_targeted, project
 
 
 def parameter_gradient(model: Classifier, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
@@ -29,7 +29,7 @@ def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: 
                        adversarial_class: int, create_graph: bool = False) -> torch.Tensor:
     """Mean over models of cos(∇θ L(poisons, labels), ∇θ L(target, adversarial class)) (Geiping et al., eq. 3):
     1 means a step on the poisons is a step toward misclassifying the target."""
-    aim = torch.full((len(target),), adversarial_class, dtype=torch.long)
+    aim = torch.full((len(target),), adversarial_class, dtype=torch.long, device=target.device)
     total = poisons.new_zeros(())
     for m in models:
         target_grad = parameter_gradient(m, target, aim).detach()
@@ -41,7 +41,8 @@ def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: 
 @dataclass(frozen=True)
 class WitchesBrew:
     """Maximise the gradient alignment above over perturbations in the eps box (Geiping et al. 2021, eq. 3-4):
-    Adam on the signed gradient (lr in units of eps, divided by 10 at 3/8, 5/8 and 7/8 of the steps),
+    Adam on the signed gradient (lr in pixel units of [0, 1] images: the paper's 0.1 on images divided by
+    CIFAR-10's standard deviation, ≈ 0.25; divided by 10 at 3/8, 5/8 and 7/8 of the steps),
     differentiable flips and crops on every step (`augment`), `restarts` random starts of which the best
     alignment wins, and an ensemble when several surrogates are given. The paper uses 240 steps and 8
     restarts on ResNet-18s; the defaults here are 240 and 1 (CPU)."""
@@ -53,7 +54,7 @@ class WitchesBrew:
     targeted: ClassVar[bool] = True
 
     steps: int = 240
-    lr: float = 0.1
+    lr: float = 0.025
     restarts: int = 1
     augment: bool = True
 
@@ -64,10 +65,9 @@ class WitchesBrew:
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        models, target = ensemble(surrogate, self.name), require_target_image(threat, self.name)
         g = generator(seed, self.name)
-        indices = clean_label_bases(train, threat, g)
-        bases, labels = train.x[indices], train.y[indices]
+        opening = open_targeted(self, train, threat, surrogate, g)
+        models, target, bases, labels = opening.models, opening.target, opening.bases, opening.labels
         training = [m.training for m in models]
         for m in models:
             m.eval()
@@ -81,13 +81,12 @@ class WitchesBrew:
         finally:
             for m, mode in zip(models, training, strict=True):
                 m.train(mode)
-        return PoisonSet(indices, best, labels.clone(), threat.num_classes, self.name, threat.target_class,
-                         target_index=threat.target_index, params=asdict(self) | {"alignment": best_alignment})
+        return opening.poison_set(self, best, threat, alignment=best_alignment)
 
     def brew(self, models, bases, labels, target, threat, g) -> torch.Tensor:
         eps = threat.eps
-        delta = ((torch.rand(bases.shape, generator=g) * 2 - 1) * eps).requires_grad_(True)
-        optimizer = torch.optim.Adam([delta], lr=self.lr * eps)
+        delta = ((torch.rand(bases.shape, generator=g).to(bases.device) * 2 - 1) * eps).requires_grad_(True)
+        optimizer = torch.optim.Adam([delta], lr=self.lr)
         milestones = [self.steps * k // 8 for k in (3, 5, 7)]
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
         for _ in range(self.steps):

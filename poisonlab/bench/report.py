@@ -56,6 +56,12 @@ def summary_row(scenario: Scenario, trials: list[dict]) -> dict:
     }
 
 
+def mean_of(trials: list[dict], key: str) -> float | None:
+    """The mean of a field over the trials that have it (None when none do: trials stored before it existed)."""
+    values = [t[key] for t in trials if t.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
 def targeted_fields(scenario: Scenario, trials: list[dict]) -> dict:
     """A targeted attack's row: success is over trials (one target each); the control is the same victim trained
     on the clean set (the poisons' un-optimised bases); the feature losses compare the poisons with random ±eps
@@ -66,6 +72,8 @@ def targeted_fields(scenario: Scenario, trials: list[dict]) -> dict:
             "control_success_rate": control.value, "control_success_ci": list(control.ci),
             "successes": sum(t["asr_hits"] for t in trials), "control_successes": control.successes,
             "relative_feature_loss": mean("relative_feature_loss"), "noise_feature_loss": mean("noise_feature_loss"),
+            "target_adversarial_loss": mean_of(trials, "target_adversarial_loss"),
+            "control_adversarial_loss": mean_of(trials, "control_adversarial_loss"),
             "max_perturbation": max(t["max_perturbation"] for t in trials),
             "setups": scenario.setups, "setups_skipped": trials[0]["setups_skipped"],
             "bases_topped_up": sum(t["bases_topped_up"] for t in trials)}

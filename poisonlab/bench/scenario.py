@@ -57,6 +57,7 @@ class Scenario(BaseModel):
     pretrain: TrainRecipe | None = None
     surrogates: list[str] | None = None
     setups: str | None = None
+    device: str = "cpu"
     trials: int = Field(1, ge=1)
     seed: int = 0
 
@@ -76,7 +77,8 @@ class Scenario(BaseModel):
         fields = self.model_dump(mode="json", exclude=HASH_EXCLUDES)
         if self.defense == "none" and not self.defense_params:  # scenarios from before defenses keep their hash
             del fields["defense"], fields["defense_params"]
-        for key, default in (("pretrain", None), ("surrogates", None), ("setups", None), ("sampling", "random")):
+        for key, default in (("pretrain", None), ("surrogates", None), ("setups", None), ("sampling", "random"),
+                             ("device", "cpu")):
             if fields[key] == default:  # likewise scenarios from before targeted attacks
                 del fields[key]
         if self.setups is not None:  # the file's content, not where it lies

@@ -14,6 +14,7 @@ import torch
 
 from ..attacks.feature_space import project, relative_polytope_loss
 from ..data import Dataset, Splits
+from ..device import device_of, resolve_device
 from ..errors import ConfigError
 from ..metrics import clean_accuracy
 from ..models import Classifier, ModelCache, build_model, config_hash, predict, train
@@ -44,9 +45,12 @@ def pretrained(scenario: Scenario, name: str, seed: int, data: Splits, cache_dir
     recipe = scenario.pretrain_recipe
     config = {"pretrained": name, "seed": seed, "data_seed": scenario.seed,
               "recipe": recipe.model_dump(mode="json"), **scenario.model_dump(mode="json", include=DATA_FIELDS)}
+    if scenario.device != "cpu":  # a GPU's numbers differ from the CPU's: its networks are cached apart
+        config["device"] = str(resolve_device(scenario.device))
 
     def build() -> Classifier:
-        return build_model(name, data.train.shape, data.train.num_classes, seed=seed)
+        return build_model(name, data.train.shape, data.train.num_classes, seed=seed).to(
+            resolve_device(scenario.device))
 
     def fit(model: Classifier) -> None:
         train(model, data.train, recipe, seed=seed)
@@ -108,7 +112,8 @@ def train_victim(scenario: Scenario, reference: Classifier, train_set: Dataset, 
         if poison is not None and len(poison):
             with torch.no_grad():
                 features = features.clone()
-                features[poison.indices] = reference.eval().features(poison.x)
+                features[poison.indices.to(features.device)] = reference.eval().features(
+                    poison.x.to(features.device))
         model = fresh_head(reference, seed)
         return train_head(model, features, poisoned.y, scenario.recipe, seed)
     return train(victim_start(scenario, reference, train_set, seed), poisoned, scenario.recipe, seed=seed)
@@ -118,7 +123,7 @@ def victim_start(scenario: Scenario, reference: Classifier, train_set: Dataset, 
     """Fine-tuning starts from the pretrained weights, training from scratch from the trial's initialisation."""
     if scenario.setting == "finetune":
         return copy.deepcopy(reference)
-    return build_model(scenario.model, train_set.shape, train_set.num_classes, seed=seed)
+    return build_model(scenario.model, train_set.shape, train_set.num_classes, seed=seed).to(device_of(reference))
 
 
 def fresh_head(reference: Classifier, seed: int) -> Classifier:
@@ -135,8 +140,10 @@ def clean_features(reference: Classifier, train_set: Dataset) -> torch.Tensor:
     key = id(reference)
     if key not in _FEATURES:
         _FEATURES.clear()
+        device = device_of(reference)
         with torch.no_grad():
-            _FEATURES[key] = (reference, torch.cat([reference.eval().features(c) for c in train_set.x.split(1024)]))
+            _FEATURES[key] = (reference, torch.cat([reference.eval().features(c.to(device))
+                                                    for c in train_set.x.split(1024)]))
     return _FEATURES[key][1]
 
 
@@ -149,8 +156,18 @@ def control_victim(scenario: Scenario, trial: int, reference: Classifier, data: 
               "recipe": scenario.recipe.model_dump(mode="json"),
               "pretrain": scenario.pretrain_recipe.model_dump(mode="json"),
               **scenario.model_dump(mode="json", include=DATA_FIELDS)}
+    if scenario.device != "cpu":
+        config["device"] = str(device_of(reference))
     return ModelCache(cache_dir).get(config, lambda: victim_start(scenario, reference, data.train, seed),
                                      lambda model: train(model, data.train, scenario.recipe, seed=seed))
+
+
+@torch.no_grad()
+def adversarial_loss(model: Classifier, target_image: torch.Tensor, adversarial_class: int) -> float:
+    """The cross-entropy of the target toward the adversarial class (lower = closer to flipping)."""
+    logits = model.eval()(target_image.to(device_of(model)))
+    aim = torch.full((len(logits),), adversarial_class, dtype=torch.long, device=logits.device)
+    return float(torch.nn.functional.cross_entropy(logits, aim))
 
 
 @dataclass(frozen=True)
@@ -187,6 +204,7 @@ def run_targeted_trial(scenario: Scenario, trial: int, seed: int, data: Splits, 
     control = control_victim(scenario, trial, reference, data, seed, cache_dir)
     hit = int(predict(victim, target_image)) == target.adversarial_class
     control_hit = int(predict(control, target_image)) == target.adversarial_class
+    losses = [adversarial_loss(model, target_image, target.adversarial_class) for model in (victim, control)]
     bases = data.train.x[poison.indices]
     noise = project(bases + threat.eps * torch.sign(torch.randn(poison.x.shape, generator=generator(seed, "noise"))),
                     bases, threat.eps)
@@ -198,6 +216,7 @@ def run_targeted_trial(scenario: Scenario, trial: int, seed: int, data: Splits, 
         "target_index": int(data.test.index[target.position]), "target_class": int(data.test.y[target.position]),
         "adversarial_class": target.adversarial_class, "setup": target.setup, "bases_topped_up": target.topped_up,
         "setups_skipped": target.setups_skipped,
+        "target_adversarial_loss": losses[0], "control_adversarial_loss": losses[1],
         "relative_feature_loss": relative_polytope_loss([reference], poison.x, target_image),
         "noise_feature_loss": relative_polytope_loss([reference], noise, target_image),
         "max_perturbation": float((poison.x - bases).abs().max()) if len(poison) else 0.0,

@@ -10,6 +10,7 @@ import torch
 from ..attacks import check_compatible, make_attack
 from ..data import Splits, load_dataset
 from ..defenses import make_defense
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..metrics import attack_success_rate, clean_accuracy
 from ..models import Classifier, ModelCache, build_model, predict, train
@@ -41,6 +42,7 @@ def prepare(scenario: Scenario, trial: int):
     seed = trial_seed(scenario, trial)
     attack = make_attack(scenario.attack, **scenario.attack_params)
     targeted = getattr(attack, "targeted", False)
+    device = resolve_device(scenario.device)  # a GPU asked for and absent fails here, before data or training
     splits = cached_splits(scenario.dataset, scenario.data_root)
     data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size,
                          seed=scenario.seed if targeted else seed, val_size=scenario.val_size,
@@ -57,6 +59,9 @@ def prepare(scenario: Scenario, trial: int):
                           "run the attack without --defense.")
     if targeted and scenario.setups is not None:
         check_setups(scenario, data)
+    if not targeted and device.type != "cpu":
+        raise ConfigError(f"--device {scenario.device} runs the targeted clean-label attacks (the toxic suites); "
+                          f"{scenario.attack} runs on the CPU: leave --device out.")
     if not targeted and (scenario.setups or scenario.setting != "scratch"):
         raise ConfigError(f"--setups and the frozen / finetune settings are for targeted clean-label attacks "
                           f"(feature-collision, convex-polytope, bullseye-polytope, ...); {scenario.attack} trains "

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
 from ..data import Dataset
+from ..device import device_of
 from ..errors import ConfigError
 from ..seeding import generator
 from .architectures import Classifier
@@ -48,10 +49,11 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
     if model.loss == "squared-l1":
         raise ConfigError("the lasso model is solved exactly: pass --optimizer exact (its L1 penalty is set by --C).")
     seed = recipe.seed if seed is None else seed
+    device = device_of(model)
     if recipe.trainable == "head" and recipe.augment == "none" and batch_hook is None:
         with torch.no_grad():
-            features = torch.cat([model.extractor.eval().forward(c) for c in dataset.x.split(1024)]) \
-                if len(dataset) else torch.empty(0, model.feature_dim)
+            features = torch.cat([model.extractor.eval().forward(c.to(device)) for c in dataset.x.split(1024)]) \
+                if len(dataset) else torch.empty(0, model.feature_dim, device=device)
         return train_head(model, features, dataset.y, recipe, seed)
     params = model.head.parameters() if recipe.trainable == "head" else model.parameters()
     optimizer = make_optimizer(list(params), recipe)
@@ -64,7 +66,8 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
     for _ in range(recipe.epochs):
         order = torch.randperm(len(dataset), generator=g)
         for batch in order.split(recipe.batch_size):
-            x, y = augment(dataset.x[batch], recipe.augment, g), dataset.y[batch]
+            x = augment(dataset.x[batch].to(device, non_blocking=True), recipe.augment, g)
+            y = dataset.y[batch].to(device, non_blocking=True)
             if batch_hook is not None:
                 x, y = batch_hook(model, x, y, g)
             loss = loss_fn(model, model(x), y)
@@ -79,6 +82,8 @@ def train_head(model: Classifier, features: torch.Tensor, y: torch.Tensor, recip
                seed: int) -> Classifier:
     """Train only `model.head` on precomputed features (a frozen extractor, no augmentation): the same steps
     as `train` takes with trainable="head", without running the extractor on every batch."""
+    device = device_of(model)
+    features, y = features.to(device), y.to(device)
     optimizer = make_optimizer(list(model.head.parameters()), recipe)
     scheduler = make_scheduler(optimizer, recipe, -(-len(y) // recipe.batch_size))
     g = generator(seed, "train")
@@ -122,7 +127,7 @@ def augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
     if kind == "none":
         return x
     if kind == "flip-crop":
-        flip = torch.rand(len(x), generator=g) < 0.5
+        flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return random_crop(x, max(1, x.shape[-1] // 8), g)
 
@@ -130,20 +135,22 @@ def augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
 def random_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
 
 
 @torch.no_grad()
 def predict(model: Classifier, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted labels for images `x`, in eval mode."""
+    """Predicted labels (on the CPU) for images `x`, in eval mode, computed on the model's device."""
     model.eval()
     if len(x) == 0:
         return torch.empty(0, dtype=torch.long)
-    return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
+    device = device_of(model)
+    return torch.cat([model(chunk.to(device)).argmax(1).cpu() for chunk in x.split(batch_size)])
 
 
 def evaluate(model: Classifier, dataset: Dataset) -> float:

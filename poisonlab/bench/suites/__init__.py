@@ -38,12 +38,14 @@ def suite_description(name: str) -> str:
 
 
 def load_suite(name: str, data_root: str | None = None, trials: int | None = None,
-               setups: str | None = None) -> Suite:
+               setups: str | None = None, device: str | None = None) -> Suite:
     """The suite `name`, its optional groups skipped (with the reason) when their data is not installed;
-    `setups` (a "Just How Toxic" trial file) goes to every scenario of a targeted suite."""
+    `setups` (a "Just How Toxic" trial file) and `device` go to every scenario of a targeted suite."""
     spec = suite_spec(name)
-    if setups is not None and not spec.get("toxic"):
-        raise ConfigError(f"--setups is for the targeted suites (toxic); suite {name!r} has no targeted attacks.")
+    for flag, value in (("--setups", setups), ("--device", device)):
+        if value is not None and not spec.get("toxic"):
+            raise ConfigError(f"{flag} is for the targeted suites (toxic, toxic-cifar10); suite {name!r} has no "
+                              "targeted attacks.")
     scenarios, skipped = [], []
     for group in spec["groups"]:
         base = dict(group["base"], data_root=data_root)
@@ -51,6 +53,8 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
             base["trials"] = trials
         if setups is not None:
             base["setups"] = setups
+        if device is not None:
+            base["device"] = device
         if group.get("optional") and (reason := unavailable(base["dataset"], data_root)):
             skipped.append(f"{base['dataset']}: {reason}")
             continue
