@@ -99,6 +99,11 @@ def clean_label_bases(train: Dataset, threat: ThreatModel, g: torch.Generator) -
     return choose_bases(candidates, threat.budget, g, f"training images of adversarial class {threat.target_class}")
 
 
+def adversarial_labels(target: torch.Tensor, adversarial_class: int) -> torch.Tensor:
+    """The adversarial class as a label for each image in `target`, on its device."""
+    return torch.full((len(target),), adversarial_class, dtype=torch.long, device=target.device)
+
+
 def project(x: torch.Tensor, bases: torch.Tensor, eps: float) -> torch.Tensor:
     """The nearest point to `x` within L-inf distance eps of `bases` and inside [0, 1]."""
     return torch.minimum(torch.maximum(x, bases - eps), bases + eps).clamp_(0.0, 1.0)

@@ -18,7 +18,7 @@ from ..models import Classifier
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .feature_space import open_targeted, project
+from .feature_space import adversarial_labels, open_targeted, project
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class MetaPoison:
         target, bases, labels = opening.target, opening.bases, opening.labels
         models = [self.staggered(opening.models[0], train, stage, g) for stage in range(self.stages)]
         optimizers = [torch.optim.SGD(m.parameters(), lr=self.inner_lr, momentum=0.9) for m in models]
-        aim = torch.full((len(target),), threat.target_class, dtype=torch.long, device=target.device)
+        aim = adversarial_labels(target, threat.target_class)
         weights = self.batch_weights(len(bases), len(bases) / len(train), bases.device)
         delta = torch.zeros_like(bases, requires_grad=True)
         adam = torch.optim.Adam([delta], lr=self.lr)

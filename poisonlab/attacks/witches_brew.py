@@ -15,7 +15,7 @@ from ..models import Classifier
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .feature_space import open_targeted, project
+from .feature_space import adversarial_labels, open_targeted, project
 
 
 def parameter_gradient(model: Classifier, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
@@ -29,7 +29,7 @@ def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: 
                        adversarial_class: int, create_graph: bool = False) -> torch.Tensor:
     """Mean over models of cos(∇θ L(poisons, labels), ∇θ L(target, adversarial class)) (Geiping et al., eq. 3):
     1 means a step on the poisons is a step toward misclassifying the target."""
-    aim = torch.full((len(target),), adversarial_class, dtype=torch.long, device=target.device)
+    aim = adversarial_labels(target, adversarial_class)
     total = poisons.new_zeros(())
     for m in models:
         target_grad = parameter_gradient(m, target, aim).detach()

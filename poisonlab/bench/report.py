@@ -67,11 +67,11 @@ def targeted_fields(scenario: Scenario, trials: list[dict]) -> dict:
     on the clean set (the poisons' un-optimised bases); the feature losses compare the poisons with random ±eps
     noise on the bases (bullseye's relative loss on the victim's pretrained network)."""
     control = Rate(sum(t["clean_victim_asr_hits"] for t in trials), len(trials))
-    mean = lambda key: sum(t[key] for t in trials) / len(trials)  # noqa: E731
     return {"setting": scenario.setting, "knowledge": scenario.knowledge, "eps": scenario.eps,
             "control_success_rate": control.value, "control_success_ci": list(control.ci),
             "successes": sum(t["asr_hits"] for t in trials), "control_successes": control.successes,
-            "relative_feature_loss": mean("relative_feature_loss"), "noise_feature_loss": mean("noise_feature_loss"),
+            "relative_feature_loss": mean_of(trials, "relative_feature_loss"),
+            "noise_feature_loss": mean_of(trials, "noise_feature_loss"),
             "target_adversarial_loss": mean_of(trials, "target_adversarial_loss"),
             "control_adversarial_loss": mean_of(trials, "control_adversarial_loss"),
             "max_perturbation": max(t["max_perturbation"] for t in trials),

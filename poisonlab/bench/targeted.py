@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attacks.feature_space import project, relative_polytope_loss
+from ..attacks.feature_space import adversarial_labels, project, relative_polytope_loss
 from ..data import Dataset, Splits
 from ..device import device_of, resolve_device
 from ..errors import ConfigError
@@ -157,7 +157,7 @@ def control_victim(scenario: Scenario, trial: int, reference: Classifier, data: 
               "pretrain": scenario.pretrain_recipe.model_dump(mode="json"),
               **scenario.model_dump(mode="json", include=DATA_FIELDS)}
     if scenario.device != "cpu":
-        config["device"] = str(device_of(reference))
+        config["device"] = str(resolve_device(scenario.device))
     return ModelCache(cache_dir).get(config, lambda: victim_start(scenario, reference, data.train, seed),
                                      lambda model: train(model, data.train, scenario.recipe, seed=seed))
 
@@ -166,8 +166,7 @@ def control_victim(scenario: Scenario, trial: int, reference: Classifier, data: 
 def adversarial_loss(model: Classifier, target_image: torch.Tensor, adversarial_class: int) -> float:
     """The cross-entropy of the target toward the adversarial class (lower = closer to flipping)."""
     logits = model.eval()(target_image.to(device_of(model)))
-    aim = torch.full((len(logits),), adversarial_class, dtype=torch.long, device=logits.device)
-    return float(torch.nn.functional.cross_entropy(logits, aim))
+    return float(torch.nn.functional.cross_entropy(logits, adversarial_labels(logits, adversarial_class)))
 
 
 @dataclass(frozen=True)
