@@ -136,6 +136,18 @@ def test_toxic_cifar10_suite_asks_for_a_gpu_and_fails_before_loading_data(tmp_pa
         load_suite("quick", device="cuda")
 
 
+@pytest.mark.parametrize("name", ["toxic", "toxic-cifar10"])
+def test_toxic_suites_pretrain_the_scratch_surrogate_by_the_victims_sgd_recipe(name, tmp_path):
+    """From scratch the white-box attacker trains its surrogate as the victim trains: witches' brew beat the control
+    against SGD victims (5/10) and not against Adam victims (0/10) on the same trials (docs/benchmarks.md)."""
+    from poisonlab.bench.suites import load_suite
+
+    scratch = [s for s in load_suite(name, data_root=str(tmp_path)).scenarios if s.setting == "scratch"]
+    assert {s.attack for s in scratch} == {"witches-brew", "metapoison"}
+    for s in scratch:
+        assert s.pretrain_recipe == s.recipe and s.recipe.optimizer == "sgd"
+
+
 def test_device_cpu_keeps_the_scenario_hash_and_non_targeted_attacks_refuse_a_gpu(cifar_subset_path):
     from poisonlab.bench.trial import prepare
 
