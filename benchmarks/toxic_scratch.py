@@ -4,11 +4,12 @@ control (the same victim, same initialisation and batches, trained on the clean 
 The protocol is poisonlab's targeted trial (poisonlab/bench/targeted.py): the convnet pretrained once on the
 4,000 training images is the attacker's surrogate (white-box: the victim's architecture and training data, not its
 initialisation); each trial draws a correctly classified target, an adversarial class and the bases; the victim is a
-fresh convnet (the trial's own seed) trained `--epochs` epochs (Adam 3e-3, cosine, flips and crops, as the
-surrogate was). Runs through the resumable runner: re-running into the same --out adds only missing trials.
+fresh convnet (the trial's own seed) trained `--epochs` epochs by SGD (lr 0.1, momentum 0.9, weight decay 5e-4,
+cosine, flips and crops), the surrogate's recipe too; `--optimizer adam` trains both by Adam 3e-3 instead.
+Runs through the resumable runner: re-running into the same --out adds only missing trials.
 
 python benchmarks/toxic_scratch.py --data-root PATH/cifar10_subset.npz [--trials 10] [--budget 200] [--eps 16]
-    [--epochs 30] [--attacks witches-brew,metapoison] [--out runs/toxic-scratch]
+    [--epochs 30] [--optimizer sgd|adam] [--attacks witches-brew,metapoison] [--out runs/toxic-scratch]
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from poisonlab.bench.report import summarize
 from poisonlab.bench.runner import run_scenarios
 from poisonlab.bench.scenario import scenario_from_dict
 
-# MetaPoison unrolls two SGD steps of its staggered ensemble on one batch that holds every poison
 # the victim's optimiser; the surrogate is pretrained with the same recipe (white-box: the attacker knows it)
 RECIPES = {"sgd": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
            "adam": {"optimizer": "adam", "lr": 3e-3}}
+# MetaPoison unrolls two SGD steps of its staggered ensemble on one batch that holds every poison
 ATTACK_PARAMS = {"witches-brew": {}, "metapoison": {"steps": 40, "stages": 2, "stage_epochs": 4}}
 
 
