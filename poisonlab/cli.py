@@ -18,6 +18,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder: results.sqlite, report.md, "
                                                 "report.json. Re-running into the same folder resumes.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="Run trials in N parallel processes.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-trials", min=1, help="Targeted feature-space attacks: "
+                                              "craft N trials in one optimisation (default 10 on a GPU, 1 on "
+                                              "the CPU); each trial's poisons are those it gets alone.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result rows as JSON instead of a table.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar (stderr).")]
 RootOpt = Annotated[str | None, typer.Option("--data-root", help="Folder holding your data files (for npz: "
@@ -105,7 +108,8 @@ def run(
                                                             "KEY=VALUE (repeatable), e.g. -d removal=0.1.")] = None,
     trials: Annotated[int | None, typer.Option(help="Independent trials (own split, poisons, init).")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed; trial i uses a seed derived from it.")] = None,
-    out: OutOpt = None, workers: WorkersOpt = 1, as_json: JsonOpt = False, progress: ProgressOpt = True,
+    out: OutOpt = None, workers: WorkersOpt = 1, batch_trials: BatchOpt = None, as_json: JsonOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Run one scenario (from flags or a YAML file): craft -> apply -> train the victim -> measure, per trial.
 
@@ -131,13 +135,14 @@ def run(
     if recipe:
         fields["recipe"] = {**fields.get("recipe", {}), **recipe}
     scenario = scenario_from_dict(fields, str(config) if config else "the command line")
-    run_and_report([scenario], out or Path("poisonlab-out") / "run", workers, as_json, progress, scenario.label)
+    run_and_report([scenario], out or Path("poisonlab-out") / "run", workers, as_json, progress, scenario.label,
+                   batch_trials)
 
 
 @app.command()
 def bench(
     suite: Annotated[str, typer.Option("--suite", "-s", help="A named suite (see `poisonlab list`).")] = "quick",
-    out: OutOpt = None, workers: WorkersOpt = 1,
+    out: OutOpt = None, workers: WorkersOpt = 1, batch_trials: BatchOpt = None,
     trials: Annotated[int | None, typer.Option(help="Override every scenario's trial count.")] = None,
     setups: Annotated[str | None, typer.Option(help="Targeted suites: run the trials of a \"Just How Toxic\" "
                                                "setups JSON file.")] = None,
@@ -151,7 +156,8 @@ def bench(
     for reason in loaded.skipped:
         typer.echo(f"skipped (data not installed): {reason}", err=True)
     out = out or Path("poisonlab-out") / suite
-    rows = run_and_report(loaded.scenarios, out, workers, as_json, progress, f"suite {suite}: {loaded.description}")
+    rows = run_and_report(loaded.scenarios, out, workers, as_json, progress, f"suite {suite}: {loaded.description}",
+                          batch_trials)
     if loaded.matrix:
         from .bench.report import write_matrix
 
@@ -306,11 +312,12 @@ def report(out: Annotated[Path, typer.Argument(help="An output folder of `run` o
     typer.echo(json.dumps(rows, indent=1) if as_json else text)
 
 
-def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: bool, title: str) -> list[dict]:
+def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: bool, title: str,
+                   batch_trials: int | None = None) -> list[dict]:
     from .bench.report import summarize, write_report
     from .bench.runner import run_scenarios
 
-    store = run_scenarios(scenarios, out, workers, progress)
+    store = run_scenarios(scenarios, out, workers, progress, batch_trials)
     rows = summarize(store, scenarios)
     text = write_report(out, rows, title)
     typer.echo(json.dumps(rows, indent=1) if as_json else text)

@@ -151,3 +151,29 @@ def test_bilevel_attacks_in_class_targeted_mode_clone_the_source_class_with_the_
     poison = make(name).craft(task.train, threat, surrogate, seed=0, validation=task.val)
     assert bool((task.train.y[poison.indices] == 0).all()) and bool((poison.y == 1).all())
     assert (poison.source_class, poison.target_class) == (0, 1)
+
+
+GROUPED = [n for n in NAMES if hasattr(ATTACKS[n], "craft_group")]
+
+
+@pytest.mark.parametrize("name", GROUPED)
+def test_trials_crafted_together_get_the_poisons_they_get_alone(name, task, surrogate):
+    """craft_group shares the passes of several trials (other targets, classes and seeds) in one optimisation;
+    each trial's poisons, labels, bases and parameters are those `craft` gives it on its own."""
+    ensemble = [surrogate, build_model("convnet", task.train.shape, 2, seed=1)]
+    attack = make(name, steps=10)
+    threats = [ThreatModel.for_data(task.train, 4, target_class=c, target_image=task.val.x[task.val.y != c][i:i + 1],
+                                    eps=8 / 255) for i, c in enumerate((1, 0, 1))]
+    seeds = [3, 4, 5]
+    together = attack.craft_group(task.train, threats, ensemble, seeds)
+    for threat, seed, grouped in zip(threats, seeds, together, strict=True):
+        alone = attack.craft(task.train, threat, ensemble, seed=seed)
+        assert torch.equal(grouped.indices, alone.indices) and torch.equal(grouped.y, alone.y)
+        assert torch.allclose(grouped.x, alone.x, atol=1e-6)
+        assert grouped.target_class == alone.target_class
+        assert grouped.params.keys() == alone.params.keys()
+    assert not torch.allclose(together[0].x, together[2].x[: len(together[0].x)])  # the trials differ
+    with pytest.raises(ConfigError, match="share eps"):
+        attack.craft_group(task.train, [threats[0], ThreatModel.for_data(task.train, 4, target_class=1, eps=0.1,
+                                                                        target_image=threats[0].target_image)],
+                           ensemble, [0, 1])

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from poisonlab.bench.report import summarize
-from poisonlab.bench.runner import run_scenarios
+from poisonlab.bench.runner import group_trials, run_scenarios
 from poisonlab.bench.scenario import scenario_from_dict
 from poisonlab.bench.setups import Setup, load_setups, map_bases, usable_setups
-from poisonlab.bench.trial import run_trial, trial_seed
+from poisonlab.bench.trial import run_trial, run_trials, trial_seed
 from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError, DataError
 
@@ -68,6 +68,33 @@ def test_feature_space_gate_poisons_sit_far_closer_to_the_target_than_random_eps
         assert result["relative_feature_loss"] <= 0.5 * result["noise_feature_loss"]
         assert result["max_perturbation"] <= 8 / 255 + 1e-6 and result["n_poisons"] == 25
         assert result["target_adversarial_loss"] >= 0 and result["control_adversarial_loss"] >= 0
+
+
+def test_trials_crafted_together_measure_as_they_do_alone(cifar_subset_path, tmp_path_factory):
+    """The runner's groups (--batch-trials): bullseye crafts two trials in one optimisation; each trial's
+    result is the one it gets alone, and says how many trials were crafted with it."""
+    scenario = targeted(cifar_subset_path, "bullseye-polytope", 8 / 255, 2, attack_params={"steps": 50},
+                        pretrain=dict(epochs=3, batch_size=128, lr=3e-3, schedule="cosine"))
+    cache = str(tmp_path_factory.getbasetemp() / "targeted-models")
+    together = run_trials(scenario, [0, 1], cache)
+    for trial, grouped in enumerate(together):
+        alone = run_trial(scenario, trial, cache)
+        assert (grouped["trials_crafted_together"], alone["trials_crafted_together"]) == (2, 1)
+        for key in ("target_index", "adversarial_class", "asr_hits", "clean_victim_asr_hits", "n_poisons"):
+            assert grouped[key] == alone[key]
+        for key in ("relative_feature_loss", "target_adversarial_loss", "max_perturbation"):
+            assert grouped[key] == pytest.approx(alone[key], rel=1e-3, abs=1e-5)
+    assert together[0]["target_index"] != together[1]["target_index"]
+
+
+def test_the_runner_groups_a_scenarios_pending_trials(cifar_subset_path):
+    a, b = (targeted(cifar_subset_path, "bullseye-polytope", 8 / 255, 3, seed=s) for s in (0, 1))
+    pending = [(a, 0), (a, 1), (a, 2), (b, 1), (b, 2)]
+    sizes = [(s.seed, trials) for s, trials in group_trials(pending, 2)]
+    assert sizes == [(0, [0, 1]), (0, [2]), (1, [1, 2])]
+    assert all(len(trials) == 1 for _, trials in group_trials(pending, None))  # on the CPU: one by one
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        run_scenarios([a], "unused", batch_trials=0)
 
 
 def test_targeted_scenarios_refuse_what_they_cannot_do(cifar_subset_path):

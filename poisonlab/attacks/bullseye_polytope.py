@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -13,7 +14,7 @@ from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
 from .base import check_choice
-from .feature_space import adam_in_box, frozen, layer_features, open_targeted
+from .feature_space import adam_in_box, frozen, layer_features, open_stack
 
 
 @dataclass(frozen=True)
@@ -41,18 +42,22 @@ class BullseyePolytope:
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        opening = open_targeted(self, train, threat, surrogate, generator(seed, self.name))
-        models, target, bases = opening.models, opening.target, opening.bases
+        return self.craft_group(train, [threat], surrogate, [seed])[0]
+
+    def craft_group(self, train: Dataset, threats: Sequence[ThreatModel],
+                    surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
+        """Several trials' poisons in one optimisation (each trial's are those `craft` gives it alone)."""
+        stack = open_stack(self, train, threats, surrogate, seeds, lambda s: generator(s, self.name))
+        models, bases = stack.models, stack.bases
         with frozen(models):
-            with torch.no_grad():
-                aims = [[f.mean(0) for f in layer_features(m, target, self.layers)] for m in models]
+            aims = [stack.aims(m, self.layers) for m in models]
 
             def loss(poisons: torch.Tensor) -> torch.Tensor:
                 total = poisons.new_zeros(())
                 for m, targets in zip(models, aims, strict=True):
                     for f, aim in zip(layer_features(m, poisons, self.layers), targets, strict=True):
-                        total = total + (f.mean(0) - aim).pow(2).sum() / aim.pow(2).sum()
+                        total = total + ((stack.grouped(f).mean(1) - aim).pow(2).sum(1) / aim.pow(2).sum(1)).sum()
                 return total / len(models)
 
-            poisons = adam_in_box(bases, bases, threat.eps, loss, self.steps, self.lr)
-        return opening.poison_set(self, poisons, threat)
+            poisons = adam_in_box(bases, bases, threats[0].eps, loss, self.steps, self.lr)
+        return stack.poison_sets(self, poisons, threats)

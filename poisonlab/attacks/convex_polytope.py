@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -13,7 +14,7 @@ from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
 from .base import check_choice
-from .feature_space import adam_in_box, frozen, layer_features, open_targeted
+from .feature_space import adam_in_box, frozen, layer_features, open_stack
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -24,6 +25,12 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     rho = (u - cumulative / ks > 0).sum(-1, keepdim=True)
     theta = cumulative.gather(-1, rho - 1) / rho
     return (v - theta).clamp_min(0)
+
+
+def combine(c: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Per trial, the convex combination Σ_j c_j f_j: (trials, k) × (trials, k, d) → (trials, d). Written as a
+    product and a sum, not a batched matmul, so a trial's numbers do not depend on how many trials are stacked."""
+    return (c[:, :, None] * f).sum(1)
 
 
 @dataclass(frozen=True)
@@ -53,28 +60,38 @@ class ConvexPolytope:
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        opening = open_targeted(self, train, threat, surrogate, generator(seed, self.name))
-        models, target, bases = opening.models, opening.target, opening.bases
-        coefficients = torch.full((len(models), len(bases)), 1.0 / len(bases), device=bases.device)
+        return self.craft_group(train, [threat], surrogate, [seed])[0]
+
+    def craft_group(self, train: Dataset, threats: Sequence[ThreatModel],
+                    surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
+        """Several trials' poisons in one optimisation (each trial's are those `craft` gives it alone)."""
+        stack = open_stack(self, train, threats, surrogate, seeds, lambda s: generator(s, self.name))
+        models, bases, trials = stack.models, stack.bases, len(threats)
+        # per surrogate, one coefficient vector per trial: (models, trials, poisons per trial)
+        coefficients = torch.full((len(models), trials, stack.per), 1.0 / stack.per, device=bases.device)
         with frozen(models):
-            with torch.no_grad():
-                aims = [[f.mean(0) for f in layer_features(m, target, self.layers)] for m in models]
+            aims = [stack.aims(m, self.layers) for m in models]
 
             def features(poisons: torch.Tensor) -> list[list[torch.Tensor]]:
-                return [layer_features(m, poisons, self.layers) for m in models]
+                return [[stack.grouped(f) for f in layer_features(m, poisons, self.layers)] for m in models]
 
             def loss(poisons: torch.Tensor) -> torch.Tensor:
-                return sum(0.5 * (c @ f - aim).pow(2).sum() / aim.pow(2).sum()
+                return sum((0.5 * (combine(c, f) - aim).pow(2).sum(1) / aim.pow(2).sum(1)).sum()
                            for c, fs, targets in zip(coefficients, features(poisons), aims, strict=True)
                            for f, aim in zip(fs, targets, strict=True)) / len(models)
 
             def update_coefficients(poisons: torch.Tensor) -> None:
                 for c, fs, targets in zip(coefficients, features(poisons), aims, strict=True):
-                    phi = torch.cat([f / aim.norm() for f, aim in zip(fs, targets, strict=True)], 1)  # k × (all layers)
-                    aim = torch.cat([a / a.norm() for a in targets])
-                    step = 1.0 / max(float(torch.linalg.matrix_norm(phi @ phi.T, ord=2)), 1e-12)
+                    # trials × k × (all layers), each layer scaled by its target feature's norm
+                    phi = torch.cat([f / aim.norm(dim=1)[:, None, None] for f, aim in zip(fs, targets, strict=True)], 2)
+                    aim = torch.cat([a / a.norm(dim=1, keepdim=True) for a in targets], 1)
+                    gram = (phi[:, :, None] * phi[:, None]).sum(-1)
+                    # one trial at a time: a batched SVD rounds differently from a single one
+                    step = 1.0 / torch.stack([torch.linalg.matrix_norm(g, ord=2) for g in gram]).clamp_min(1e-12)
                     for _ in range(self.coefficient_steps):
-                        c.copy_(project_simplex(c - step * (c @ phi - aim) @ phi.T))
+                        residual = combine(c, phi) - aim
+                        c.copy_(project_simplex(c - step[:, None] * (residual[:, None] * phi).sum(-1)))
 
-            poisons = adam_in_box(bases, bases, threat.eps, loss, self.steps, self.lr, update_coefficients)
-        return opening.poison_set(self, poisons, threat, coefficients=coefficients.tolist())
+            poisons = adam_in_box(bases, bases, threats[0].eps, loss, self.steps, self.lr, update_coefficients)
+        return stack.poison_sets(self, poisons, threats,
+                                 [{"coefficients": coefficients[:, i].tolist()} for i in range(trials)])

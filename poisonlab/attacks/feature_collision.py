@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -12,7 +13,7 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .feature_space import frozen, open_targeted, project
+from .feature_space import frozen, open_stack, project
 
 
 @dataclass(frozen=True)
@@ -42,23 +43,30 @@ class FeatureCollision:
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        opening = open_targeted(self, train, threat, surrogate, generator(seed, self.name))
-        models, target, bases = opening.models, opening.target, opening.bases
-        start = project(bases + self.opacity * (target.mean(0, keepdim=True) - bases), bases, threat.eps)
-        with frozen(models):
-            poisons = self.collide(models, bases, start, target, threat.eps)
-        return opening.poison_set(self, poisons, threat)
+        return self.craft_group(train, [threat], surrogate, [seed])[0]
 
-    def collide(self, models: list[Classifier], bases: torch.Tensor, start: torch.Tensor, target: torch.Tensor,
-                eps: float) -> torch.Tensor:
-        with torch.no_grad():
-            aims = [m.features(target).mean(0) for m in models]
-        beta = self.beta * (aims[0].numel() / bases[0].numel()) ** 2
+    def craft_group(self, train: Dataset, threats: Sequence[ThreatModel],
+                    surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
+        """Several trials' poisons in one optimisation (each trial's are those `craft` gives it alone)."""
+        stack = open_stack(self, train, threats, surrogate, seeds, lambda s: generator(s, self.name))
+        models, bases, eps = stack.models, stack.bases, threats[0].eps
+        start = torch.cat([project(o.bases + self.opacity * (o.target.mean(0, keepdim=True) - o.bases), o.bases, eps)
+                           for o in stack.openings])
+        with frozen(models):
+            aims = [stack.aims(m)[0].repeat_interleave(stack.per, 0) for m in models]  # each poison's target
+            poisons = self.collide(models, bases, start, aims, eps)
+        return stack.poison_sets(self, poisons, threats)
+
+    def collide(self, models: list[Classifier], bases: torch.Tensor, start: torch.Tensor,
+                aims: list[torch.Tensor], eps: float) -> torch.Tensor:
+        """`aims`: per model, the target feature of each poison's trial (a row per poison)."""
+        beta = self.beta * (aims[0].shape[1] / bases[0].numel()) ** 2
+        scales = [aim.pow(2).sum(1) for aim in aims]
         poisons = start.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([poisons], lr=self.lr)
         for _ in range(self.steps):
-            loss = sum(((m.features(poisons) - aim).pow(2).sum(1) / aim.pow(2).sum()).sum()
-                       for m, aim in zip(models, aims, strict=True)) / len(models)
+            loss = sum(((m.features(poisons) - aim).pow(2).sum(1) / scale).sum()
+                       for m, aim, scale in zip(models, aims, scales, strict=True)) / len(models)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

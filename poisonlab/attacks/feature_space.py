@@ -1,5 +1,6 @@
 """Steps the clean-label feature-space attacks share: the surrogate ensemble, the target's features, the bases,
-and Adam on poison perturbations projected into the eps box (batched over poisons)."""
+and Adam on poison perturbations projected into the eps box (batched over poisons, and over trials: a `Stack`
+holds several trials' bases as one tensor, so one forward pass serves them all)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,55 @@ def open_targeted(attack, train: Dataset, threat: ThreatModel, surrogate, g: tor
     indices = clean_label_bases(train, threat, g)
     device = device_of(models[0])
     return Opening(models, target.to(device), indices, train.x[indices].to(device), train.y[indices].to(device))
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Several trials' openings crafted as one optimisation: their bases concatenated (trial-major, `per` each).
+    The trials' losses are independent and summed, and Adam is element-wise, so each trial's poisons are the
+    ones it would get alone (up to floating-point rounding); only the forward and backward passes are shared."""
+
+    openings: list[Opening]
+    bases: torch.Tensor
+    per: int
+
+    @property
+    def models(self) -> list[Classifier]:
+        return self.openings[0].models
+
+    def grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of the stacked poisons (or their features) as (trials, per, ...)."""
+        return x.reshape(len(self.openings), self.per, *x.shape[1:])
+
+    @torch.no_grad()
+    def aims(self, model: Classifier, layers: str = "last") -> list[torch.Tensor]:
+        """Per layer, the trials' target features as (trials, dim): each trial's mean over its target images."""
+        per_trial = [[f.mean(0) for f in layer_features(model, o.target, layers)] for o in self.openings]
+        return [torch.stack(layer) for layer in zip(*per_trial, strict=True)]
+
+    def poison_sets(self, attack, poisons: torch.Tensor, threats: Sequence[ThreatModel],
+                    extras: Sequence[dict] | None = None) -> list[PoisonSet]:
+        extras = extras or [{}] * len(self.openings)
+        return [o.poison_set(attack, p, threat, **extra) for o, p, threat, extra
+                in zip(self.openings, self.grouped(poisons), threats, extras, strict=True)]
+
+
+def open_stack(attack, train: Dataset, threats: Sequence[ThreatModel], surrogate, seeds: Sequence[int],
+               g: Callable[[int], torch.Generator]) -> Stack:
+    """Each trial's opening (its bases drawn with `g(seed)`), stacked. The trials share the surrogates, the eps
+    and the number of poisons (the trials of one scenario do)."""
+    if not threats or len(threats) != len(seeds):
+        raise ConfigError(f"{attack.name}: crafting trials together needs one seed per threat model; got "
+                          f"{len(threats)} threat models and {len(seeds)} seeds.")
+    if len({t.eps for t in threats}) > 1:
+        raise ConfigError(f"{attack.name}: trials crafted together must share eps; "
+                          f"got {sorted({t.eps for t in threats})}.")
+    openings = [open_targeted(attack, train, t, surrogate, g(s)) for t, s in zip(threats, seeds, strict=True)]
+    sizes = {len(o.bases) for o in openings}
+    if len(sizes) > 1:
+        raise ConfigError(f"{attack.name}: trials crafted together must have as many poisons each; "
+                          f"got {sorted(sizes)}.")
+    return Stack(openings, torch.cat([o.bases for o in openings]), sizes.pop())
 
 
 def require_target_image(threat: ThreatModel, attack: str) -> torch.Tensor:

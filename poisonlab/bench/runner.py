@@ -12,14 +12,24 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..device import resolve_device
+from ..errors import ConfigError
 from .scenario import Scenario
 from .store import Store
-from .trial import prepare, run_trial
+from .trial import prepare, run_trials
+
+GPU_BATCH_TRIALS = 10  # trials of a scenario crafted together on a GPU unless asked otherwise
 
 
 def run_scenarios(scenarios: Sequence[Scenario], out_dir: str | Path, workers: int = 1,
-                  progress: bool = True) -> Store:
-    """Run every unfinished trial of `scenarios`, recording each in `out_dir`/results.sqlite as it ends."""
+                  progress: bool = True, batch_trials: int | None = None) -> Store:
+    """Run every unfinished trial of `scenarios`, recording each in `out_dir`/results.sqlite as it ends.
+
+    `batch_trials`: how many trials of a scenario a targeted feature-space attack crafts in one optimisation
+    (None: GPU_BATCH_TRIALS for a scenario on a GPU, 1 on the CPU). A group's trials are recorded when the
+    group ends; an interrupted group is re-run whole, so no trial is lost or recorded twice."""
+    if batch_trials is not None and batch_trials < 1:
+        raise ConfigError(f"trials crafted together must be >= 1; got {batch_trials}.")
     store = Store(out_dir)
     for scenario in scenarios:
         prepare(scenario, 0)  # every configuration error surfaces before the first trial trains
@@ -28,26 +38,42 @@ def run_scenarios(scenarios: Sequence[Scenario], out_dir: str | Path, workers: i
     total = sum(s.trials for s in scenarios)
     with make_progress(progress) as bar:
         task = bar.add_task("trials", total=total, completed=total - len(pending))
-        for scenario, trial, result in execute(pending, workers, str(Path(out_dir) / "models")):
+        groups = group_trials(pending, batch_trials)
+        for scenario, trial, result in execute(groups, workers, str(Path(out_dir) / "models")):
             store.add_trial(scenario.hash, trial, result)
             bar.update(task, advance=1, description=scenario.label)
     return store
 
 
-def execute(pending: list[tuple[Scenario, int]], workers: int, cache_dir: str):
-    """Yield (scenario, trial, result) as trials finish, in this process or in `workers` processes."""
-    if workers <= 1 or len(pending) <= 1:
-        for scenario, trial in pending:
-            yield scenario, trial, run_trial(scenario, trial, cache_dir)
+def group_trials(pending: list[tuple[Scenario, int]], batch_trials: int | None) -> list[tuple[Scenario, list[int]]]:
+    """Consecutive pending trials of one scenario in groups of `batch_trials` (see run_scenarios)."""
+    groups: list[tuple[Scenario, list[int]]] = []
+    for scenario, trial in pending:
+        size = batch_trials if batch_trials is not None else \
+            (1 if resolve_device(scenario.device).type == "cpu" else GPU_BATCH_TRIALS)
+        if groups and groups[-1][0] is scenario and len(groups[-1][1]) < size:
+            groups[-1][1].append(trial)
+        else:
+            groups.append((scenario, [trial]))
+    return groups
+
+
+def execute(groups: list[tuple[Scenario, list[int]]], workers: int, cache_dir: str):
+    """Yield (scenario, trial, result) as groups of trials finish, in this process or in `workers` processes."""
+    if workers <= 1 or len(groups) <= 1:
+        for scenario, trials in groups:
+            for trial, result in zip(trials, run_trials(scenario, trials, cache_dir), strict=True):
+                yield scenario, trial, result
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
                              initargs=(threads,)) as pool:
-        futures = {pool.submit(run_trial, s, t, cache_dir): (s, t) for s, t in pending}
+        futures = {pool.submit(run_trials, s, trials, cache_dir): (s, trials) for s, trials in groups}
         for future in as_completed(futures):
-            scenario, trial = futures[future]
-            yield scenario, trial, future.result()
+            scenario, trials = futures[future]
+            for trial, result in zip(trials, future.result(), strict=True):
+                yield scenario, trial, result
 
 
 def make_progress(enabled: bool) -> Progress:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -181,21 +182,49 @@ class Crafted:
 def craft_targeted(scenario: Scenario, trial: int, seed: int, data: Splits, threat: ThreatModel, attack,
                    cache_dir: str | None) -> Crafted:
     """Pretrain (or load) the networks, draw the trial's target and craft the poisons against the surrogates."""
+    return craft_targeted_group(scenario, [trial], [seed], data, threat, attack, cache_dir)[0]
+
+
+def craft_targeted_group(scenario: Scenario, trials: Sequence[int], seeds: Sequence[int], data: Splits,
+                         threat: ThreatModel, attack, cache_dir: str | None) -> list[Crafted]:
+    """`craft_targeted` for several trials of a scenario. An attack with `craft_group` (the feature-space
+    attacks) crafts them in one optimisation, each trial's poisons those it would get alone. Sharing the forward
+    and backward passes pays on a GPU, which one trial's few poisons leave mostly idle; on a small CPU it does
+    not (docs/benchmarks.md). Each trial is charged an equal share of the crafting time."""
     reference = pretrained(scenario, scenario.model, scenario.seed, data, cache_dir)
     models = surrogates(scenario, data, reference, cache_dir)
-    target = choose_target(scenario, trial, data, reference, seed)
-    target_image = data.test.x[target.position:target.position + 1]
-    threat = dataclasses.replace(threat, target_class=target.adversarial_class, target_image=target_image,
-                                 target_index=target.position, base_indices=target.bases)
+    surrogate = models if len(models) > 1 else models[0]
+    targets = [choose_target(scenario, trial, data, reference, seed) for trial, seed in zip(trials, seeds, strict=True)]
+    threats = [dataclasses.replace(threat, target_class=t.adversarial_class, target_index=t.position,
+                                   target_image=data.test.x[t.position:t.position + 1], base_indices=t.bases)
+               for t in targets]
     start = time.perf_counter()
-    poison = attack.craft(data.train, threat, models if len(models) > 1 else models[0], seed=seed)
-    return Crafted(reference, target, target_image, poison, time.perf_counter() - start)
+    if len(trials) > 1 and hasattr(attack, "craft_group"):
+        poisons = attack.craft_group(data.train, threats, surrogate, seeds)
+        share = (time.perf_counter() - start) / len(trials)
+        return [Crafted(reference, t, th.target_image, p, share) for t, th, p in zip(targets, threats, poisons,
+                                                                                      strict=True)]
+    crafted = []
+    for target, crafting, seed in zip(targets, threats, seeds, strict=True):
+        poison = attack.craft(data.train, crafting, surrogate, seed=seed)
+        crafted.append(Crafted(reference, target, crafting.target_image, poison, time.perf_counter() - start))
+        start = time.perf_counter()
+    return crafted
 
 
-def run_targeted_trial(scenario: Scenario, trial: int, seed: int, data: Splits, threat: ThreatModel, attack,
-                       cache_dir: str | None) -> dict:
-    """One trial of a targeted attack; the returned counts and timings are what the report aggregates."""
-    crafted = craft_targeted(scenario, trial, seed, data, threat, attack, cache_dir)
+def run_targeted_trials(scenario: Scenario, trials: Sequence[int], seeds: Sequence[int], data: Splits,
+                        threat: ThreatModel, attack, cache_dir: str | None) -> list[dict]:
+    """Trials of a targeted attack, crafted together where the attack can (`craft_targeted_group`), each
+    victim trained and measured on its own; the returned rows are what the report aggregates."""
+    group = craft_targeted_group(scenario, trials, seeds, data, threat, attack, cache_dir)
+    together = {"trials_crafted_together": len(trials) if hasattr(attack, "craft_group") else 1}
+    return [measure_targeted(scenario, trial, seed, data, threat, crafted, cache_dir) | together
+            for trial, seed, crafted in zip(trials, seeds, group, strict=True)]
+
+
+def measure_targeted(scenario: Scenario, trial: int, seed: int, data: Splits, threat: ThreatModel,
+                     crafted: Crafted, cache_dir: str | None) -> dict:
+    """Train the trial's victim on its poisons and its control on the clean set; the trial's counts and timings."""
     reference, target, target_image, poison = crafted.reference, crafted.target, crafted.target_image, crafted.poison
     start = time.perf_counter()
     victim = train_victim(scenario, reference, data.train, poison, seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
@@ -19,7 +20,7 @@ from ..threat import ThreatModel
 from .defend import defend
 from .scenario import Scenario
 from .setups import load_setups, usable_setups
-from .targeted import run_targeted_trial
+from .targeted import run_targeted_trials
 
 
 @lru_cache(maxsize=4)
@@ -114,11 +115,21 @@ def poisoned_victim(scenario: Scenario, trial: int, poisoned, build, cache_dir: 
     return ModelCache(cache_dir).get({"trial": trial, "poisoned_scenario": undefended.hash}, build, fit)
 
 
+def run_trials(scenario: Scenario, trials: Sequence[int], cache_dir: str | None = None) -> list[dict]:
+    """Run trials of `scenario`, one result each. A targeted feature-space attack crafts them together (one
+    optimisation for all, each trial's poisons those it gets alone); the others run one by one."""
+    _, data, threat, attack, _ = prepare(scenario, trials[0])
+    if getattr(attack, "targeted", False):
+        seeds = [trial_seed(scenario, trial) for trial in trials]
+        return run_targeted_trials(scenario, trials, seeds, data, threat, attack, cache_dir)
+    return [run_trial(scenario, trial, cache_dir) for trial in trials]
+
+
 def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> dict:
     """Run trial `trial` of `scenario` and return its counts and timings; clean victims are cached in `cache_dir`."""
     seed, data, threat, attack, defense = prepare(scenario, trial)
     if getattr(attack, "targeted", False):
-        return run_targeted_trial(scenario, trial, seed, data, threat, attack, cache_dir)
+        return run_targeted_trials(scenario, [trial], [seed], data, threat, attack, cache_dir)[0]
     start = time.perf_counter()
     poison = attack.craft(data.train, threat, seed=seed, validation=data.val)
     crafted = time.perf_counter()
