@@ -199,7 +199,7 @@ def craft_targeted_group(scenario: Scenario, trials: Sequence[int], seeds: Seque
                                    target_image=data.test.x[t.position:t.position + 1], base_indices=t.bases)
                for t in targets]
     start = time.perf_counter()
-    if len(trials) > 1 and hasattr(attack, "craft_group"):
+    if hasattr(attack, "craft_group"):
         poisons = attack.craft_group(data.train, threats, surrogate, seeds)
         share = (time.perf_counter() - start) / len(trials)
         return [Crafted(reference, t, th.target_image, p, share) for t, th, p in zip(targets, threats, poisons,

@@ -118,11 +118,11 @@ def poisoned_victim(scenario: Scenario, trial: int, poisoned, build, cache_dir: 
 def run_trials(scenario: Scenario, trials: Sequence[int], cache_dir: str | None = None) -> list[dict]:
     """Run trials of `scenario`, one result each. A targeted feature-space attack crafts them together (one
     optimisation for all, each trial's poisons those it gets alone); the others run one by one."""
+    if not getattr(make_attack(scenario.attack, **scenario.attack_params), "targeted", False):
+        return [run_trial(scenario, trial, cache_dir) for trial in trials]
     _, data, threat, attack, _ = prepare(scenario, trials[0])
-    if getattr(attack, "targeted", False):
-        seeds = [trial_seed(scenario, trial) for trial in trials]
-        return run_targeted_trials(scenario, trials, seeds, data, threat, attack, cache_dir)
-    return [run_trial(scenario, trial, cache_dir) for trial in trials]
+    seeds = [trial_seed(scenario, trial) for trial in trials]
+    return run_targeted_trials(scenario, trials, seeds, data, threat, attack, cache_dir)
 
 
 def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> dict:
