@@ -98,7 +98,7 @@ def stored_rows(out) -> list[tuple]:
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_rows(tmp_path):
     args = ["run", "--dataset", "digits", "--model", "mlp", "--attack", "badnets", "--budget", "0.05",
-            "--target-class", "1", "--epochs", "25", "--batch-size", "32", "--trials", "5", "--no-progress"]
+            "--target-class", "1", "--epochs", "10", "--batch-size", "32", "--trials", "5", "--no-progress"]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen(cli(*args, "--out", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120

@@ -31,7 +31,9 @@ class MetaPoison:
     The ensemble holds `stages` copies of the surrogate's architecture, re-initialised and trained for 0,
     `stage_epochs`, 2·`stage_epochs`, ... epochs on the training set; every crafting step also advances each
     copy by one such batch (the staggered ensemble of the paper, which has 24 models and 60 steps per epoch of
-    crafting). Adam on the poisons (lr in pixel units of [0, 1] images), projected after each step.
+    crafting). Adam on the poisons (lr in pixel units of [0, 1] images), projected after each step. Every batch
+    is flipped and cropped (`augment`, as the victims of the CIFAR-10 protocols are); set augment=False against
+    victims trained without augmentation: a mismatch erases the pull (tests/test_gradient_attacks.py).
     `params["adversarial_loss"]` holds the unrolled adversarial loss of the final ensemble on one batch with the
     bases and with the poisons. Departure: additive perturbations only (no ReColorAdv colour term)."""
 
@@ -48,6 +50,7 @@ class MetaPoison:
     stages: int = 4
     stage_epochs: int = 2
     batch_size: int = 128
+    augment: bool = True
 
     def __post_init__(self) -> None:
         if min(self.steps, self.unroll, self.stages, self.batch_size) < 1 or self.stage_epochs < 0 or \
@@ -68,7 +71,7 @@ class MetaPoison:
         adam = torch.optim.Adam([delta], lr=self.lr)
         for _ in range(self.steps):
             clean_x, clean_y = self.clean_batch(train, g, bases.device)
-            x = augment(torch.cat([(bases + delta).clamp(0, 1), clean_x]), "flip-crop", g)
+            x = augment(torch.cat([(bases + delta).clamp(0, 1), clean_x]), self.augmentation, g)
             y = torch.cat([labels, clean_y])
             loss = sum(self.adversarial_loss(m, x, y, weights, target, aim) for m in models) / len(models)
             (grad,) = torch.autograd.grad(loss, delta)
@@ -87,6 +90,10 @@ class MetaPoison:
         before, after = (float(sum(self.adversarial_loss(m, torch.cat([x, clean_x]), y, weights, target, aim).detach()
                                    for m in models)) / len(models) for x in (bases, poisons))
         return opening.poison_set(self, poisons, threat, adversarial_loss=[before, after])
+
+    @property
+    def augmentation(self) -> str:
+        return "flip-crop" if self.augment else "none"
 
     def clean_batch(self, train: Dataset, g: torch.Generator, device: torch.device):
         """`batch_size` random clean training images (and labels), to go beside the poisons."""
@@ -127,7 +134,7 @@ class MetaPoison:
             for batch in torch.randperm(len(train), generator=g).split(self.batch_size):
                 x, y = train.x[batch].to(device), train.y[batch].to(device)
                 optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(augment(x, "flip-crop", g)), y).backward()
+                F.cross_entropy(model(augment(x, self.augmentation, g)), y).backward()
                 optimizer.step()
         return model
 

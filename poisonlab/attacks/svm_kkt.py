@@ -14,7 +14,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.svm import SVC
 
 from ..data import Dataset
 from ..errors import ConfigError
@@ -47,6 +46,8 @@ class KernelSVM:
 
     def fit(self, x: np.ndarray, y: np.ndarray, gram: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """Dual coefficients α (one per sample) and bias b of the SVM trained on (x, y)."""
+        from sklearn.svm import SVC  # imported when used: sklearn costs seconds at start-up
+
         gram = self.kernel(x, x) if gram is None else gram
         svc = SVC(C=self.C, kernel="precomputed", tol=1e-8, shrinking=False).fit(gram, y)
         alpha = np.zeros(len(y))

@@ -17,7 +17,6 @@ from ..attacks.feature_space import adversarial_labels, project, relative_polyto
 from ..data import Dataset, Splits
 from ..device import device_of, resolve_device
 from ..errors import ConfigError
-from ..metrics import clean_accuracy
 from ..models import Classifier, ModelCache, build_model, config_hash, predict, train
 from ..models.train import train_head
 from ..seeding import derive_seed, generator
@@ -28,7 +27,7 @@ from .setups import load_setups, map_bases, usable_setups
 BLACK_BOX = ("convnet-wide", "resnet8")  # other architectures than the victim's, pretrained on the same data
 DATA_FIELDS = {"dataset", "classes", "train_size", "test_size", "val_size", "sampling"}
 _PRETRAINED: dict[str, Classifier] = {}  # per process: pretrained networks, loaded once for all trials
-_FEATURES: dict[int, tuple[Classifier, torch.Tensor]] = {}  # per process: clean training-set features
+_FEATURES: dict[tuple[int, int], tuple[Classifier, Dataset, torch.Tensor]] = {}  # per process: clean split features
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def choose_target(scenario: Scenario, trial: int, data: Splits, reference: Class
         bases, topped_up = map_bases(setup, data.train, budget_of(scenario, data.train), g)
         skipped = len(load_setups(scenario.setups)) - len(usable)
         return Target(position, setup.base_class, bases, index, topped_up, skipped)
-    correct = torch.nonzero(predict(reference, data.test.x) == data.test.y).squeeze(1)
+    correct = torch.nonzero(test_predictions(scenario, reference, reference, data.test) == data.test.y).squeeze(1)
     position = int(correct[torch.randint(len(correct), (1,), generator=g)])
     shift = 1 + int(torch.randint(data.test.num_classes - 1, (1,), generator=g))
     return Target(position, (int(data.test.y[position]) + shift) % data.test.num_classes, None)
@@ -109,7 +108,7 @@ def train_victim(scenario: Scenario, reference: Classifier, train_set: Dataset, 
     """The victim of the setting trained on `train_set` with `poison` in it (None: the clean control)."""
     poisoned = poison.apply(train_set) if poison is not None else train_set
     if scenario.setting == "frozen":
-        features = clean_features(reference, train_set)
+        features = split_features(reference, train_set)
         if poison is not None and len(poison):
             with torch.no_grad():
                 features = features.clone()
@@ -135,17 +134,29 @@ def fresh_head(reference: Classifier, seed: int) -> Classifier:
     return model
 
 
-def clean_features(reference: Classifier, train_set: Dataset) -> torch.Tensor:
-    """Computed once per pretrained network (memoised, so the object identifies it and its data; the entry holds
-    the network, so its id cannot be reused while the features are kept)."""
-    key = id(reference)
+def split_features(reference: Classifier, split: Dataset) -> torch.Tensor:
+    """The pretrained network's features of a clean split (training or test images), computed once per network
+    and split (memoised by the objects, in chunks of 1,024 as `predict` runs them; the entry holds both, so
+    their ids cannot be reused while the features are kept)."""
+    key = (id(reference), id(split))
     if key not in _FEATURES:
-        _FEATURES.clear()
+        if len(_FEATURES) >= 4:
+            _FEATURES.clear()
         device = device_of(reference)
         with torch.no_grad():
-            _FEATURES[key] = (reference, torch.cat([reference.eval().features(c.to(device))
-                                                    for c in train_set.x.split(1024)]))
-    return _FEATURES[key][1]
+            features = torch.cat([reference.eval().features(c.to(device)) for c in split.x.split(1024)]) \
+                if len(split) else torch.empty(0, reference.feature_dim, device=device)
+        _FEATURES[key] = (reference, split, features)
+    return _FEATURES[key][2]
+
+
+def test_predictions(scenario: Scenario, model: Classifier, reference: Classifier, test: Dataset) -> torch.Tensor:
+    """`predict(model, test.x)`. The pretrained network, and a frozen victim (its extractor is the pretrained
+    one, only the head is new), read the memoised test features instead of running the extractor again."""
+    if model is reference or scenario.setting == "frozen":
+        with torch.no_grad():
+            return model.eval().head(split_features(reference, test)).argmax(1).cpu()
+    return predict(model, test.x)
 
 
 def control_victim(scenario: Scenario, trial: int, reference: Classifier, data: Splits, seed: int,
@@ -238,8 +249,8 @@ def measure_targeted(scenario: Scenario, trial: int, seed: int, data: Splits, th
                     bases, threat.eps)
     return {
         "seed": seed, "n_train": len(data.train), "n_test": len(data.test), "n_poisons": len(poison),
-        "correct": clean_accuracy(victim, data.test).successes,
-        "clean_victim_correct": clean_accuracy(control, data.test).successes,
+        "correct": int((test_predictions(scenario, victim, reference, data.test) == data.test.y).sum()),
+        "clean_victim_correct": int((test_predictions(scenario, control, reference, data.test) == data.test.y).sum()),
         "asr_hits": int(hit), "asr_eligible": 1, "clean_victim_asr_hits": int(control_hit),
         "target_index": int(data.test.index[target.position]), "target_class": int(data.test.y[target.position]),
         "adversarial_class": target.adversarial_class, "setup": target.setup, "bases_topped_up": target.topped_up,

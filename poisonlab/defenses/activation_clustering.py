@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
@@ -37,6 +36,8 @@ class ActivationClustering(Detector):
             raise ConfigError(f"activation-clustering: reduction must be 'pca' or 'ica'; got {self.reduction!r}.")
 
     def score_representation(self, z: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+        from sklearn.cluster import KMeans  # imported when used: sklearn costs seconds at start-up
+
         scores = torch.zeros(len(y))
         for c, idx in by_class(y):
             if len(idx) < 4:

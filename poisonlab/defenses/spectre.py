@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.linalg import expm
-from sklearn.covariance import MinCovDet
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
@@ -54,6 +52,9 @@ class Spectre(Detector):
         return scores
 
     def que(self, x: np.ndarray, seed: int) -> np.ndarray:
+        from scipy.linalg import expm  # imported when used: scipy and sklearn cost seconds at start-up
+        from sklearn.covariance import MinCovDet
+
         with warnings.catch_warnings():  # MCD's C-step reports tiny determinant increases from round-off
             warnings.simplefilter("ignore", RuntimeWarning)
             mcd = MinCovDet(support_fraction=self.support_fraction, random_state=seed % 2**31).fit(x)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.linear_model import Lasso, LogisticRegression, Ridge
-from sklearn.svm import SVC, LinearSVC
 
 from ..data import Dataset
 from ..errors import ConfigError
@@ -34,6 +32,9 @@ def targets(y: np.ndarray, num_classes: int) -> np.ndarray:
 
 def solve(loss: str, x: np.ndarray, y: np.ndarray, num_classes: int, C: float) -> tuple[np.ndarray, np.ndarray]:
     """(W, b) of the optimum: W is (outputs × features), one output for two classes, else one per class."""
+    from sklearn.linear_model import Lasso, LogisticRegression, Ridge  # imported when used (slow to import)
+    from sklearn.svm import SVC, LinearSVC
+
     if len(np.unique(y)) < 2:
         raise ConfigError("exact training needs samples of at least two classes.")
     binary = num_classes == 2

@@ -87,8 +87,9 @@ def train_head(model: Classifier, features: torch.Tensor, y: torch.Tensor, recip
     optimizer = make_optimizer(list(model.head.parameters()), recipe)
     scheduler = make_scheduler(optimizer, recipe, -(-len(y) // recipe.batch_size))
     g = generator(seed, "train")
+    whole = recipe.batch_size >= len(y)  # full-batch steps: no shuffled copy of the features every step
     for _ in range(recipe.epochs):
-        for batch in torch.randperm(len(y), generator=g).split(recipe.batch_size):
+        for batch in [slice(None)] if whole else torch.randperm(len(y), generator=g).split(recipe.batch_size):
             loss = loss_fn(model, model.head(features[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
