@@ -9,7 +9,7 @@ from poisonlab.bench.report import summarize
 from poisonlab.bench.runner import group_trials, run_scenarios
 from poisonlab.bench.scenario import scenario_from_dict
 from poisonlab.bench.setups import Setup, load_setups, map_bases, usable_setups
-from poisonlab.bench.trial import run_trial, run_trials, trial_seed
+from poisonlab.bench.trial import prepare, run_trial, run_trials, trial_seed
 from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError, DataError
 
@@ -191,3 +191,15 @@ def test_device_cpu_keeps_the_scenario_hash_and_non_targeted_attacks_refuse_a_gp
             prepare(badnets, 0)
     else:  # auto is the CPU here, which every attack runs on
         assert prepare(badnets, 0)[0] == trial_seed(badnets, 0)
+
+
+@pytest.mark.parametrize("attack", ["witches-brew", "metapoison"])
+def test_gradient_attacks_augment_their_crafting_as_the_victim_trains_unless_told(attack):
+    def prepared(recipe, **params):
+        scenario = scenario_from_dict(dict(dataset="digits", model="convnet", attack=attack, budget=10, eps=0.1,
+                                           setting="scratch", recipe=recipe, attack_params=params))
+        return prepare(scenario, 0)[3]
+
+    assert prepared({"epochs": 1}).augment is False  # the default recipe does not augment
+    assert prepared({"epochs": 1, "augment": "flip-crop"}).augment is True
+    assert prepared({"epochs": 1}, augment=True).augment is True  # what the user says stands

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from functools import lru_cache
@@ -43,6 +44,9 @@ def prepare(scenario: Scenario, trial: int):
     seed = trial_seed(scenario, trial)
     attack = make_attack(scenario.attack, **scenario.attack_params)
     targeted = getattr(attack, "targeted", False)
+    if targeted and "augment" in {f.name for f in dataclasses.fields(attack)} and \
+            "augment" not in scenario.attack_params:  # crafting augments as the victim trains, unless told
+        attack = dataclasses.replace(attack, augment=scenario.recipe.augment != "none")
     device = resolve_device(scenario.device)  # a GPU asked for and absent fails here, before data or training
     splits = cached_splits(scenario.dataset, scenario.data_root)
     data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size,
