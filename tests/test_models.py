@@ -90,6 +90,52 @@ def test_model_cache_trains_once_and_reloads_identical_weights(tmp_path, digits)
         cache.get(config, build, fit)
 
 
+def test_a_cache_written_under_other_numerics_is_not_read(tmp_path, digits, monkeypatch):
+    """A cached network trained before a change to how networks compute (NUMERICS) is retrained, not reused."""
+    from poisonlab.models import cache as cache_module
+
+    cache, calls = ModelCache(tmp_path), []
+    config = {"model": "logistic", "epochs": 1}
+
+    def fit(model):
+        calls.append(cache_module.NUMERICS)
+        train(model, digits.train, TrainRecipe(epochs=1))
+
+    def build():
+        return build_model("logistic", digits.train.shape, 10)
+
+    monkeypatch.setattr(cache_module, "NUMERICS", "older")
+    cache.get(config, build, fit)
+    monkeypatch.undo()
+    cache.get(config, build, fit)
+    cache.get(config, build, fit)
+    assert calls == ["older", cache_module.NUMERICS] and len(list(tmp_path.glob("*.pt"))) == 2
+
+
+@pytest.mark.parametrize("name", ["convnet", "convnet-wide", "resnet8"])
+def test_convolutional_models_keep_channels_last_weights_and_compute_as_nchw_would(name):
+    """Channels-last weights (faster on CPU) survive a state-dict round trip and give the NCHW network's outputs
+    and input gradients up to rounding."""
+    model = build_model(name, (3, 32, 32), 10, seed=3).eval()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = build_model(name, (3, 32, 32), 10, seed=0).to(memory_format=torch.contiguous_format).eval()
+    nchw.load_state_dict(model.state_dict())
+    reloaded = build_model(name, (3, 32, 32), 10, seed=0)
+    reloaded.load_state_dict(nchw.state_dict())
+    assert next(m for m in reloaded.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous(
+        memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for net in (model, nchw):
+        xi = x.clone().requires_grad_(True)
+        out = net(xi)
+        out.square().sum().backward()
+        grads.append((out.detach(), xi.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-4, rtol=1e-4)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["ridge", "lasso", "logistic", "linear-svm"])
 def test_exact_linear_models_learn_digits_binary_and_multiclass(name, digits):
     recipe = TrainRecipe(optimizer="exact", C=1.0)

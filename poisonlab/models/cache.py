@@ -15,6 +15,11 @@ from ..data.files import atomic_write_bytes
 from ..errors import DataError
 from .architectures import Classifier
 
+# Part of every cached model's key: change it when a change to how networks compute (such as the convolution
+# weights' memory layout, which rounds differently) would train different weights from the same config, so a
+# user's older cache is not mixed with today's numbers.
+NUMERICS = "channels-last"
+
 
 def config_hash(config: dict) -> str:
     """A short, stable hash of a JSON-serialisable config (key order does not matter)."""
@@ -29,7 +34,7 @@ class ModelCache:
         self.root = Path(root)
 
     def path(self, config: dict) -> Path:
-        return self.root / f"{config_hash(config)}.pt"
+        return self.root / f"{config_hash({**config, 'numerics': NUMERICS})}.pt"
 
     def get(self, config: dict, build: Callable[[], Classifier], fit: Callable[[Classifier], object]) -> Classifier:
         """The cached model for `config`, or `fit(build())` trained now and saved atomically."""
@@ -44,6 +49,6 @@ class ModelCache:
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
         atomic_write_bytes(path, buffer.getvalue())
-        atomic_write_bytes(path.with_suffix(".json"), json.dumps(config, sort_keys=True, indent=1,
-                                                                   default=str).encode())
+        atomic_write_bytes(path.with_suffix(".json"), json.dumps({**config, "numerics": NUMERICS}, sort_keys=True,
+                                                                   indent=1, default=str).encode())
         return model.eval()
