@@ -44,9 +44,9 @@ def build_model(name: str, shape: Sequence[int], num_classes: int, seed: int = 0
         torch.manual_seed(seed)
         model = MODELS[name].build(tuple(shape), num_classes)
     if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        # channels-last convolution weights: oneDNN's NHWC kernels train the convnets here 1.2-1.3x faster
-        # and take input gradients (crafting) 1.3-1.9x faster on 2 cores (docs/benchmarks.md); inputs may
-        # stay NCHW, the convolutions pick the weights' layout
+        # channels-last convolution weights: oneDNN's NHWC kernels train the convnets 1.25-1.43x faster and
+        # take input gradients (crafting) 1.16-1.41x faster on 2 cores (benchmarks/memory_layout.py,
+        # docs/benchmarks.md); inputs may stay NCHW, the convolutions follow the weights' layout
         model = model.to(memory_format=torch.channels_last)
     return model
 
