@@ -204,3 +204,18 @@ def test_gradient_attacks_augment_their_crafting_as_the_victim_trains_unless_tol
     assert prepared({"epochs": 1}).augment is False  # the default recipe does not augment
     assert prepared({"epochs": 1, "augment": "flip-crop"}).augment is True
     assert prepared({"epochs": 1}, augment=True).augment is True  # what the user says stands
+
+
+def test_a_targeted_scenarios_trials_share_one_drawn_subset():
+    """The subset is drawn once per scenario (not per trial), so a frozen victim reads the pretrained network's
+    memoised features of it instead of running the extractor over the training set every trial; an untargeted
+    scenario still draws each trial's own subset."""
+    def data(attack, **extra):
+        scenario = scenario_from_dict(dict(dataset="digits", model="convnet", attack=attack, train_size=800,
+                                           test_size=200, sampling="first", **extra))
+        return prepare(scenario, 0)[1], prepare(scenario, 1)[1]
+
+    first, second = data("bullseye-polytope", setting="frozen", budget=5, eps=0.1)
+    assert first.train is second.train and first.test is second.test
+    first, second = data("label-flip", budget=0.1)
+    assert first.train is not second.train

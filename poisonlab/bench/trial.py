@@ -30,6 +30,15 @@ def cached_splits(dataset: str, data_root: str | None) -> Splits:
     return load_dataset(dataset, root=data_root)
 
 
+@lru_cache(maxsize=4)
+def targeted_splits(dataset: str, data_root: str | None, classes: tuple[int, ...] | None, train_size: int | None,
+                    test_size: int | None, seed: int, val_size: int | None, first: bool) -> Splits:
+    """A targeted scenario's subset, drawn once: all its trials share it, and the same objects let the frozen
+    victims reuse the pretrained network's memoised features of it (bench.targeted.split_features)."""
+    return cached_splits(dataset, data_root).subset(classes, train_size, test_size, seed=seed, val_size=val_size,
+                                                    first=first)
+
+
 def trial_seed(scenario: Scenario, trial: int) -> int:
     """Trial i of every scenario with the same seed gets the same split and initialisation (common random
     numbers), so a clean baseline and an attack differ only by the poisons."""
@@ -48,10 +57,14 @@ def prepare(scenario: Scenario, trial: int):
             "augment" not in scenario.attack_params:  # crafting augments as the victim trains, unless told
         attack = dataclasses.replace(attack, augment=scenario.recipe.augment != "none")
     device = resolve_device(scenario.device)  # a GPU asked for and absent fails here, before data or training
-    splits = cached_splits(scenario.dataset, scenario.data_root)
-    data = splits.subset(scenario.classes, scenario.train_size, scenario.test_size,
-                         seed=scenario.seed if targeted else seed, val_size=scenario.val_size,
-                         first=scenario.sampling == "first")
+    if targeted:
+        data = targeted_splits(scenario.dataset, scenario.data_root,
+                               None if scenario.classes is None else tuple(scenario.classes), scenario.train_size,
+                               scenario.test_size, scenario.seed, scenario.val_size, scenario.sampling == "first")
+    else:
+        data = cached_splits(scenario.dataset, scenario.data_root).subset(
+            scenario.classes, scenario.train_size, scenario.test_size, seed=seed, val_size=scenario.val_size,
+            first=scenario.sampling == "first")
     threat = ThreatModel.for_data(data.train, scenario.budget, eps=scenario.eps, clean_label=scenario.clean_label,
                                   target_class=scenario.target_class, source_class=scenario.source_class,
                                   goal=scenario.goal, knowledge=scenario.knowledge, setting=scenario.setting)
