@@ -34,6 +34,7 @@ from poisonlab.attacks.feature_space import project
 from poisonlab.bench.scenario import scenario_from_dict
 from poisonlab.bench.targeted import choose_target, pretrained, train_victim
 from poisonlab.bench.trial import prepare
+from poisonlab.device import keep_freed_memory
 from poisonlab.models import predict
 from poisonlab.seeding import generator
 from poisonlab.threat import PoisonSet
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="feature-collision,bullseye-polytope,witches-brew")
     parser.add_argument("--out", default="poisonlab-out/art-targeted", help="where the pretrained network is cached")
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line runs (poisonlab.device)
     torch.set_num_threads(2)
     for kind in args.kinds.split(","):
         compare(kind, args)

@@ -17,7 +17,7 @@ import torch
 from poisonlab.bench.scenario import scenario_from_dict
 from poisonlab.bench.targeted import craft_targeted, craft_targeted_group
 from poisonlab.bench.trial import prepare, trial_seed
-from poisonlab.device import resolve_device
+from poisonlab.device import keep_freed_memory, resolve_device
 
 
 def timed(device: torch.device, run, *args):
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--attacks", default="feature-collision,convex-polytope,bullseye-polytope")
     parser.add_argument("--cache", default="runs/batched-crafting")
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line runs (poisonlab.device)
     device = resolve_device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {args.trials} trials, "
           f"{args.model}, 25 poisons at 8/255\n")

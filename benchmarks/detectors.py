@@ -13,6 +13,7 @@ import torch
 
 from poisonlab import ThreatModel, build_model, load_dataset, make_attack, train
 from poisonlab.defenses import DEFENSES, detection_metrics, make_defense, removal_mask
+from poisonlab.device import keep_freed_memory
 from poisonlab.metrics import attack_success_rate, clean_accuracy
 from poisonlab.models import TrainRecipe
 
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--defenses", nargs="+", default=[n for n, c in DEFENSES.items() if c.kind == "detector"])
     parser.add_argument("--retrain", nargs="*", default=["spectral-signatures", "activation-clustering"])
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line runs (poisonlab.device)
     torch.set_num_threads(2)
     recipe = TrainRecipe(epochs=args.epochs, batch_size=64, lr=0.002, schedule="cosine")
     params = {"patch_size": 4, "margin": 1, "pattern": "checkerboard"} if args.attack == "badnets" else {}

@@ -20,6 +20,7 @@ import time
 from poisonlab.bench.report import summarize
 from poisonlab.bench.runner import run_scenarios
 from poisonlab.bench.scenario import scenario_from_dict
+from poisonlab.device import keep_freed_memory
 
 # the victim's optimiser; the surrogate is pretrained with the same recipe (white-box: the attacker knows it)
 RECIPES = {"sgd": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/toxic-scratch")
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line runs (poisonlab.device)
     chosen = scenarios(args)
     start = time.perf_counter()
     store = run_scenarios(chosen, args.out, progress=True)

@@ -11,6 +11,7 @@ import time
 import torch
 
 from poisonlab import TrainRecipe, build_model, load_dataset, train
+from poisonlab.device import keep_freed_memory
 
 
 def measure(name: str, data, epochs: int, batch_size: int) -> float:
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line runs (poisonlab.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
     measure("logistic", load_dataset("digits").train, 1, args.batch_size)  # warm-up: first-call overheads
     for dataset, models in (("digits", ("logistic", "mlp", "convnet")),

@@ -328,6 +328,9 @@ def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: 
 
 def main() -> None:
     """Entry point: a PoisonlabError is printed as one paragraph (no traceback) and exits with status 2."""
+    from .device import keep_freed_memory
+
+    keep_freed_memory()
     try:
         app()
     except PoisonlabError as exc:

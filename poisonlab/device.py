@@ -3,6 +3,9 @@ sets, poisons, predictions) stay on the CPU, and each function moves what it nee
 
 from __future__ import annotations
 
+import ctypes
+import os
+
 import torch
 from torch import nn
 
@@ -35,3 +38,29 @@ def device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+KEEP_UP_TO = 2**31 - 1  # bytes of freed memory glibc may keep at the top of the heap before it trims
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep and reuse freed memory instead of handing it back to the kernel (the CPU runs' allocator
+    setting; process-wide, so the command line and its workers call it, not the library's import).
+
+    PyTorch takes CPU tensors from malloc. By default glibc serves each block above its mmap threshold
+    (128 KiB, rising to 32 MiB at most) with fresh pages and unmaps it on free, so every training or crafting
+    step faults its activations' pages in again and the kernel zeroes them. Served from a heap that is kept,
+    the same steps reuse warm memory: 1.2-2x faster steps on 2 cores (benchmarks/memory_layout.py
+    --allocator, docs/benchmarks.md). The numbers are unchanged (PyTorch aligns every tensor to 64 bytes
+    either way); the process keeps its peak memory until it ends. Returns whether the setting took effect:
+    False off glibc (macOS, musl) or with POISONLAB_MALLOC=system in the environment."""
+    if os.environ.get("POISONLAB_MALLOC", "").lower() == "system":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc's mallopt takes these parameters; others differ
+        return False
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_UP_TO))

@@ -1,8 +1,13 @@
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from poisonlab.errors import ConfigError, DataError
-from poisonlab.models import MODELS, ModelCache, TrainRecipe, build_model, evaluate, train
+from poisonlab.models import MODELS, ModelCache, TrainRecipe, build_model, evaluate, for_second_order, train
 from poisonlab.models.train import augment
 from poisonlab.seeding import generator
 
@@ -134,6 +139,54 @@ def test_convolutional_models_keep_channels_last_weights_and_compute_as_nchw_wou
         grads.append((out.detach(), xi.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-4, rtol=1e-4)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-4, rtol=1e-3)
+
+
+def test_second_order_copies_are_nchw_leave_the_model_alone_and_compute_what_it_does():
+    model = build_model("convnet", (3, 32, 32), 10, seed=3).eval()
+    copy = for_second_order(model)
+    conv = next(m for m in copy.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous() and not conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous(
+        memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(copy(x), model(x), atol=1e-4, rtol=1e-4)
+    assert all(p is not q for p, q in zip(copy.parameters(), model.parameters(), strict=True))
+
+
+TRAIN_IN_A_CHILD = """
+import hashlib, sys, torch
+from poisonlab import TrainRecipe, build_model, train
+from poisonlab.attacks.witches_brew import gradient_alignment
+from poisonlab.data import Dataset
+from poisonlab.device import keep_freed_memory
+kept = keep_freed_memory()
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+data = Dataset(torch.rand(512, 3, 32, 32, generator=g), torch.randint(10, (512,), generator=g), tuple("abcdefghij"),
+               "random")
+model = train(build_model("convnet", data.shape, 10, seed=1), data, TrainRecipe(epochs=2, augment="flip-crop"))
+poisons = data.x[:200].clone().requires_grad_(True)
+(grad,) = torch.autograd.grad(gradient_alignment([model], poisons, data.y[:200], data.x[200:201], 3,
+                                                 create_graph=True), poisons)
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters()))
+print(kept, digest.update(grad.numpy().tobytes()) or digest.hexdigest())
+"""
+
+
+def test_keeping_freed_memory_takes_effect_on_glibc_and_leaves_seeded_numbers_unchanged():
+    """The command line's allocator setting (poisonlab.device.keep_freed_memory) changes speed only: a child
+    process trains and takes a second-order gradient with it and without it (POISONLAB_MALLOC=system), bit for
+    bit alike. 16 MiB activations go through mmap under glibc's defaults, so both code paths are exercised."""
+    runs = {}
+    for setting in ("kept", "system"):
+        env = {**os.environ, "POISONLAB_MALLOC": setting}
+        out = subprocess.run([sys.executable, "-c", TRAIN_IN_A_CHILD], env=env, check=True, capture_output=True,
+                             text=True).stdout.split()
+        runs[setting] = out
+    assert runs["system"][0] == "False"
+    if platform.libc_ver()[0] == "glibc":
+        assert runs["kept"][0] == "True"
+    assert runs["kept"][1] == runs["system"][1]
 
 
 @pytest.mark.parametrize("name", ["ridge", "lasso", "logistic", "linear-svm"])

@@ -219,3 +219,28 @@ def test_a_targeted_scenarios_trials_share_one_drawn_subset():
     assert first.train is second.train and first.test is second.test
     first, second = data("label-flip", budget=0.1)
     assert first.train is not second.train
+
+
+def test_a_run_keeps_its_first_trials_poisons_and_the_suite_figure_reads_them(tmp_path, monkeypatch):
+    """The toxic suite's figure shows trial 0 of each white-box cell: it reads the poisons the run kept instead of
+    crafting them again (witches' brew from scratch took 70 s of the suite's 24 minutes to re-craft)."""
+    from poisonlab.bench import targeted as targeted_module
+    from poisonlab.bench.plot import write_poison_figure
+    from poisonlab.threat import PoisonSet
+
+    scenario = scenario_from_dict(dict(dataset="digits", model="convnet", attack="bullseye-polytope", budget=5,
+                                       eps=0.1, setting="frozen", trials=2, train_size=600, test_size=200,
+                                       sampling="first", pretrain={"epochs": 2}, attack_params={"steps": 5}))
+    run_scenarios([scenario], tmp_path, progress=False)
+    kept = PoisonSet.load(targeted_module.kept_poisons_path(scenario, tmp_path / "models"))
+    seed, data, threat, attack, _ = prepare(scenario, 0)
+    again = targeted_module.craft_targeted(scenario, 0, seed, data, threat, attack, str(tmp_path / "models")).poison
+    assert torch.equal(kept.x, again.x) and torch.equal(kept.indices, again.indices)
+    assert (kept.target_index, kept.target_class) == (again.target_index, again.target_class)
+
+    def no_crafting(*args, **kwargs):
+        raise AssertionError("the figure crafted again instead of reading the kept poisons")
+
+    monkeypatch.setattr(targeted_module, "craft_targeted", no_crafting)
+    figure = write_poison_figure([scenario], tmp_path)
+    assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

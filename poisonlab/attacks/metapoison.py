@@ -3,7 +3,6 @@ ensemble of networks at staggered stages of training."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -14,7 +13,7 @@ from torch.nn import functional as F
 from ..data import Dataset
 from ..device import device_of
 from ..errors import ConfigError
-from ..models import Classifier
+from ..models import Classifier, for_second_order
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
@@ -120,8 +119,9 @@ class MetaPoison:
         return F.cross_entropy(functional_call(model, (params, buffers), (target,)), aim)
 
     def staggered(self, template: Classifier, train: Dataset, stage: int, g: torch.Generator) -> Classifier:
-        """A copy of the surrogate's architecture, re-initialised and trained `stage * stage_epochs` epochs."""
-        model = copy.deepcopy(template)
+        """A copy of the surrogate's architecture (NCHW: `for_second_order`), re-initialised and trained
+        `stage * stage_epochs` epochs."""
+        model = for_second_order(template)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
             for module in model.modules():

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from ..data import Dataset
 from ..errors import ConfigError
-from ..models import Classifier
+from ..models import Classifier, for_second_order
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
@@ -67,20 +67,15 @@ class WitchesBrew:
               seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
         g = generator(seed, self.name)
         opening = open_targeted(self, train, threat, surrogate, g)
-        models, target, bases, labels = opening.models, opening.target, opening.bases, opening.labels
-        training = [m.training for m in models]
-        for m in models:
-            m.eval()
-        try:
-            best, best_alignment = bases, -2.0
-            for _ in range(self.restarts):
-                poisons = self.brew(models, bases, labels, target, threat, g)
-                alignment = float(gradient_alignment(models, poisons, labels, target, threat.target_class))
-                if alignment > best_alignment:
-                    best, best_alignment = poisons, alignment
-        finally:
-            for m, mode in zip(models, training, strict=True):
-                m.train(mode)
+        # crafting copies in eval mode (batch-norm statistics fixed), NCHW for the second-order gradients
+        models = [for_second_order(m).eval() for m in opening.models]
+        target, bases, labels = opening.target, opening.bases, opening.labels
+        best, best_alignment = bases, -2.0
+        for _ in range(self.restarts):
+            poisons = self.brew(models, bases, labels, target, threat, g)
+            alignment = float(gradient_alignment(models, poisons, labels, target, threat.target_class))
+            if alignment > best_alignment:
+                best, best_alignment = poisons, alignment
         return opening.poison_set(self, best, threat, alignment=best_alignment)
 
     def brew(self, models, bases, labels, target, threat, g) -> torch.Tensor:

@@ -41,27 +41,25 @@ def write_plot(rows: list[dict], spec: dict, out_dir: str | Path) -> Path:
 
 
 def write_poison_figure(scenarios, out_dir: str | Path, file: str = "poisons.png") -> Path:
-    """One row per scenario (trial 0, re-crafted: crafting is deterministic): the target, the first base, its
-    poison and the perturbation (scaled to fill [0, 1]), with the adversarial class named."""
+    """One row per scenario (trial 0: the poisons the run kept, or crafted again when it kept none: crafting is
+    deterministic): the target, the first base, its poison and the perturbation (scaled to fill [0, 1]), with the
+    adversarial class named."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from .targeted import craft_targeted
-    from .trial import prepare
-
     fig, axes = plt.subplots(len(scenarios), 4, figsize=(7.2, 1.9 * len(scenarios)), squeeze=False)
     for ax_row, scenario in zip(axes, scenarios, strict=True):
-        seed, data, threat, attack, _ = prepare(scenario, 0)
-        crafted = craft_targeted(scenario, 0, seed, data, threat, attack, str(Path(out_dir) / "models"))
-        base, poison = data.train.x[crafted.poison.indices[0]], crafted.poison.x[0]
+        data, poisons = first_trial_poisons(scenario, Path(out_dir) / "models")
+        target = data.test.x[poisons.target_index]
+        base, poison = data.train.x[poisons.indices[0]], poisons.x[0]
         change = poison - base
         change = (change - change.min()) / (change.max() - change.min()).clamp_min(1e-12)
         classes = data.train.classes
-        titles = (f"target ({classes[int(data.test.y[crafted.target.position])]})",
-                  f"base ({classes[crafted.target.adversarial_class]})", "poison", "poison − base (scaled)")
-        for ax, image, title in zip(ax_row, (crafted.target_image[0], base, poison, change), titles, strict=True):
+        titles = (f"target ({classes[int(data.test.y[poisons.target_index])]})",
+                  f"base ({classes[poisons.target_class]})", "poison", "poison − base (scaled)")
+        for ax, image, title in zip(ax_row, (target, base, poison, change), titles, strict=True):
             ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if image.shape[0] == 1 else None,
                       vmin=0, vmax=1)
             ax.set_title(title, fontsize=8)
@@ -75,3 +73,16 @@ def write_poison_figure(scenarios, out_dir: str | Path, file: str = "poisons.png
     path = Path(out_dir) / file
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def first_trial_poisons(scenario, models_dir: Path):
+    """Trial 0's data and poisons: those the run kept (`kept_poisons_path`), else crafted again."""
+    from ..threat import PoisonSet
+    from .targeted import craft_targeted, kept_poisons_path
+    from .trial import prepare
+
+    seed, data, threat, attack, _ = prepare(scenario, 0)
+    kept = kept_poisons_path(scenario, models_dir)
+    if kept.is_file():
+        return data, PoisonSet.load(kept)
+    return data, craft_targeted(scenario, 0, seed, data, threat, attack, str(models_dir)).poison

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..device import resolve_device
+from ..device import keep_freed_memory, resolve_device
 from ..errors import ConfigError
 from .scenario import Scenario
 from .store import Store
@@ -67,13 +67,18 @@ def execute(groups: list[tuple[Scenario, list[int]]], workers: int, cache_dir: s
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(threads,)) as pool:
         futures = {pool.submit(run_trials, s, trials, cache_dir): (s, trials) for s, trials in groups}
         for future in as_completed(futures):
             scenario, trials = futures[future]
             for trial, result in zip(trials, future.result(), strict=True):
                 yield scenario, trial, result
+
+
+def start_worker(threads: int) -> None:
+    """A worker process: its share of the cores, and the allocator setting of the command line."""
+    torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 def make_progress(enabled: bool) -> Progress:

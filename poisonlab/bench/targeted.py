@@ -1,7 +1,8 @@
 """A targeted clean-label trial (the protocol of "Just How Toxic is Data Poisoning?", Schwarzschild et al. 2021):
 pick a target test image, the adversarial class and the bases; craft against surrogates of the threat model's
 knowledge; train the victim of the setting on the poisoned set and, as the control, on the clean set; success
-is the victim classifying the target as the adversarial class. Pure computation; no files but the model cache."""
+is the victim classifying the target as the adversarial class. Pure computation; no files but the model cache
+(which also keeps each scenario's first-trial poisons)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -228,9 +230,17 @@ def run_targeted_trials(scenario: Scenario, trials: Sequence[int], seeds: Sequen
     """Trials of a targeted attack, crafted together where the attack can (`craft_targeted_group`), each
     victim trained and measured on its own; the returned rows are what the report aggregates."""
     group = craft_targeted_group(scenario, trials, seeds, data, threat, attack, cache_dir)
+    if cache_dir is not None and 0 in trials:
+        group[list(trials).index(0)].poison.save(kept_poisons_path(scenario, cache_dir))
     together = {"trials_crafted_together": len(trials) if hasattr(attack, "craft_group") else 1}
     return [measure_targeted(scenario, trial, seed, data, threat, crafted, cache_dir) | together
             for trial, seed, crafted in zip(trials, seeds, group, strict=True)]
+
+
+def kept_poisons_path(scenario: Scenario, cache_dir: str | Path) -> Path:
+    """Where a run keeps its scenario's first-trial poisons, beside the cached networks: the suite's figure
+    reads them instead of crafting again, and anyone may train on them (`PoisonSet.load`)."""
+    return Path(cache_dir) / f"poisons-{scenario.hash}-trial0.npz"
 
 
 def measure_targeted(scenario: Scenario, trial: int, seed: int, data: Splits, threat: ThreatModel,

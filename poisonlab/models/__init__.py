@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,5 +52,13 @@ def build_model(name: str, shape: Sequence[int], num_classes: int, seed: int = 0
     return model
 
 
+def for_second_order(model: Classifier) -> Classifier:
+    """A copy of `model` with NCHW weights, for gradients that are differentiated again (witches' brew's
+    alignment, metapoison's unrolled steps): there oneDNN's channels-last kernels lose to NCHW, 1.3x for a
+    witches' brew step and 2x for a metapoison step on 2 cores (benchmarks/memory_layout.py), where they win for
+    first-order steps (training, the feature-space attacks)."""
+    return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+
+
 __all__ = ["MODELS", "Classifier", "ModelCache", "TrainRecipe", "build_model", "config_hash", "evaluate",
-           "predict", "train"]
+           "for_second_order", "predict", "train"]
