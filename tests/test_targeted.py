@@ -244,3 +244,38 @@ def test_a_run_keeps_its_first_trials_poisons_and_the_suite_figure_reads_them(tm
     monkeypatch.setattr(targeted_module, "craft_targeted", no_crafting)
     figure = write_poison_figure([scenario], tmp_path)
     assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def toy(scenario, train_size=160, test_size=40, budget=4):
+    """A toxic-cifar10 cell shrunk to seconds on the CPU: the same architectures, setting, knowledge, attack and
+    recipes' optimisers, but a few images, one epoch, a handful of crafting steps."""
+    steps = {"feature-collision": {"steps": 2}, "convex-polytope": {"steps": 2}, "bullseye-polytope": {"steps": 2},
+             "witches-brew": {"steps": 2, "restarts": 2},
+             "metapoison": {"steps": 1, "stages": 2, "stage_epochs": 1, "batch_size": 8}}
+    data = scenario.model_dump(mode="json")
+    short = {"epochs": 1, "batch_size": 32}
+    data.update(train_size=train_size, test_size=test_size, sampling="first", budget=budget, device="cpu",
+                pretrain={**data["pretrain"], **short},
+                recipe=data["recipe"] if scenario.setting == "frozen" else {**data["recipe"], **short},
+                attack_params={**data["attack_params"], **steps[scenario.attack]})
+    return scenario_from_dict(data)
+
+
+@pytest.mark.slow
+def test_every_cell_of_the_gpu_suite_runs_end_to_end_on_the_cpu_at_toy_scale(cifar_subset_path, tmp_path):
+    """toxic-cifar10 has not run on a GPU here (CI has none). Each of its 14 cells runs one toy trial on the CPU:
+    ResNet-18 pretrained by the suite's step-SGD recipe, frozen and fine-tuned victims, grey-box (another seed)
+    and black-box (convnet-wide + resnet8) surrogates, witches' brew with restarts and metapoison's staggered
+    ensemble through ResNet-18, scratch victims; everything but the device itself."""
+    from poisonlab.bench.suites import load_suite
+
+    suite = load_suite("toxic-cifar10", data_root=str(cifar_subset_path), trials=1, device="cpu")
+    cells = [toy(s) for s in suite.scenarios]
+    rows = summarize(run_scenarios(cells, tmp_path, progress=False), cells)
+    assert len(rows) == 14 and {r["trials"] for r in rows} == {1}
+    assert {(r["setting"], r["knowledge"]) for r in rows} == {
+        ("frozen", "white-box"), ("frozen", "grey-box"), ("frozen", "black-box"), ("finetune", "white-box"),
+        ("scratch", "white-box")}
+    for row in rows:
+        assert 0 <= row["attack_success_rate"] <= 1 and row["craft_seconds_per_trial"] > 0
+        assert row["max_perturbation"] <= 8 / 255 + 1e-6

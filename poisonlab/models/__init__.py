@@ -54,9 +54,9 @@ def build_model(name: str, shape: Sequence[int], num_classes: int, seed: int = 0
 
 def for_second_order(model: Classifier) -> Classifier:
     """A copy of `model` with NCHW weights, for gradients that are differentiated again (witches' brew's
-    alignment, metapoison's unrolled steps): there oneDNN's channels-last kernels lose to NCHW, 1.3x for a
-    witches' brew step and 2x for a metapoison step on 2 cores (benchmarks/memory_layout.py), where they win for
-    first-order steps (training, the feature-space attacks)."""
+    alignment, metapoison's unrolled steps): there oneDNN's channels-last kernels lose to NCHW, by 1.1x on a
+    witches' brew step and 1.6-1.9x on a metapoison step of the CIFAR convnets on 2 cores
+    (benchmarks/memory_layout.py), where they win on first-order steps (training, the feature-space attacks)."""
     return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
 
 
