@@ -9,10 +9,12 @@ its crafting time per trial, then whether each tool's poisons change when only t
 benchmark extra: pip install -e ".[bench]".
 
 ART's feature collision has no L-inf bound; its poisons are projected into the eps box afterwards (both tools
-are then held to the same threat model). ART's bullseye runs `max_iter` = poisonlab's `steps` (200) with its
-default learning rate 0.04 and its `epsilon` = eps; `endtoend=False` is not used because it fails in ART 1.20.1.
-ART's gradient matching gets the bases as its whole `x_train` with `percent_poison=1` (so it poisons exactly
-them), one restart (`max_trials=1`, as poisonlab's default) and its default 250 epochs and schedule.
+are then held to the same threat model). ART's bullseye runs twice: at its defaults (4,000 iterations, learning
+rate 0.04) and at poisonlab's number of steps (50), both with its `epsilon` = eps; `endtoend=False` is not used
+because it fails in ART 1.20.1. ART's gradient matching gets the bases as its whole `x_train` with
+`percent_poison=1` (so it poisons exactly them), one restart (`max_trials=1`, as poisonlab's default) and its
+default 250 epochs and schedule. Each tool crafts on the layout it is fastest with: channels-last weights for the
+first-order feature-space attacks, an NCHW copy for gradient matching (poisonlab's `for_second_order`).
 
 python benchmarks/art_targeted_side_by_side.py --data-root PATH/cifar10_subset.npz [--trials 8] [--eps 8]
     [--gm-trials 3] [--kinds feature-collision,bullseye-polytope,witches-brew]
@@ -35,7 +37,7 @@ from poisonlab.bench.scenario import scenario_from_dict
 from poisonlab.bench.targeted import choose_target, pretrained, train_victim
 from poisonlab.bench.trial import prepare
 from poisonlab.device import keep_freed_memory
-from poisonlab.models import predict
+from poisonlab.models import for_second_order, predict
 from poisonlab.seeding import generator
 from poisonlab.threat import PoisonSet
 
@@ -55,7 +57,8 @@ def art_classifier(model):
 
 
 def art_poisons(kind: str, classifier, target: torch.Tensor, bases: torch.Tensor, label: int, eps: float,
-                steps: int) -> torch.Tensor:
+                steps: int | None) -> torch.Tensor:
+    """ART's poisons for `kind`, projected into the eps box; `steps`: bullseye's iterations (None: ART's own)."""
     from art.attacks.poisoning import BullseyePolytopeAttackPyTorch, FeatureCollisionAttack
 
     x, t = bases.numpy(), target.numpy()
@@ -68,7 +71,8 @@ def art_poisons(kind: str, classifier, target: torch.Tensor, bases: torch.Tensor
     if kind == "feature-collision":
         attack = FeatureCollisionAttack(classifier, t, 0, verbose=False)
     else:
-        attack = BullseyePolytopeAttackPyTorch(classifier, t, 0, max_iter=steps, epsilon=eps, verbose=False)
+        iterations = {} if steps is None else {"max_iter": steps}
+        attack = BullseyePolytopeAttackPyTorch(classifier, t, 0, epsilon=eps, verbose=False, **iterations)
     poisons, _ = attack.poison(x, np.eye(10)[[label] * len(x)])
     return project(torch.from_numpy(np.asarray(poisons, dtype=np.float32)), bases, eps)
 
@@ -104,13 +108,13 @@ def compare(kind: str, args: argparse.Namespace) -> None:
                                        trials=trials,
                                        **({"recipe": SCRATCH_RECIPE, "pretrain": SCRATCH_RECIPE} if scratch else {})))
     ours = make_attack(kind)
-    counts = {"poisonlab": [0, 0.0], "ART": [0, 0.0]}
+    # each ART row: the iterations its bullseye runs (None: ART's default)
+    arts = {"ART": None} | ({f"ART {ours.steps} it.": ours.steps} if kind == "bullseye-polytope" else {})
+    counts = {tool: [0, 0.0] for tool in ("poisonlab", *arts)}
     first, hooks = None, 0
     for trial in range(trials):
         seed, data, threat, _, _ = prepare(scenario, trial)
         reference = pretrained(scenario, "convnet", scenario.seed, data, f"{args.out}/models")
-        theirs = copy.deepcopy(reference)  # ART's own copy: see art_classifier
-        classifier = art_classifier(theirs)
         target = choose_target(scenario, trial, data, reference, seed)
         candidates = torch.nonzero(data.train.y == target.adversarial_class).squeeze(1)
         bases = candidates[torch.randperm(len(candidates), generator=generator(seed, "bases"))[:budget]]
@@ -119,22 +123,23 @@ def compare(kind: str, args: argparse.Namespace) -> None:
         threat = dataclasses.replace(threat, target_class=target.adversarial_class, target_image=image,
                                      target_index=target.position, base_indices=bases)
         for tool in counts:
+            theirs = art_copy(reference, scratch)  # a fresh copy for each ART run (not timed)
             start = time.perf_counter()
             if tool == "poisonlab":
                 poison = ours.craft(data.train, threat, reference, seed=seed)
             else:
-                x = art_poisons(kind, classifier, image, data.train.x[bases], target.adversarial_class, eps,
-                                getattr(ours, "steps", 0))
+                x = art_poisons(kind, art_classifier(theirs), image, data.train.x[bases], target.adversarial_class,
+                                eps, arts[tool])
+                hooks = max(hooks, len(theirs.extractor._forward_hooks))
                 poison = PoisonSet(bases, x, data.train.y[bases].clone(), 10, kind, target.adversarial_class)
             counts[tool][1] += time.perf_counter() - start
             victim = train_victim(scenario, reference, data.train, poison, seed)
             counts[tool][0] += int(predict(victim, image)) == target.adversarial_class
             if trial == 0:
                 first = (first or {}) | {tool: (poison.x, threat)}
-        hooks = max(hooks, len(theirs.extractor._forward_hooks))
     for tool, (hits, seconds) in counts.items():
-        print(f"{kind:18s} {tool:9s} success {hits}/{trials}  craft {seconds / trials:6.2f} s/trial", flush=True)
-    print(f"{kind:18s} ART left up to {hooks} forward hooks on its copy of the network in one trial")
+        print(f"{kind:18s} {tool:13s} success {hits}/{trials}  craft {seconds / trials:6.2f} s/trial", flush=True)
+    print(f"{kind:18s} ART left up to {hooks} forward hooks on its copy of the network in one run")
     # the target-change check: same bases, another target (the next test image of another class)
     for tool, (poisons, threat) in first.items():
         other = data.test.x[(data.test.y != data.test.y[threat.target_index]).nonzero()[0, 0]][None]
@@ -142,11 +147,17 @@ def compare(kind: str, args: argparse.Namespace) -> None:
         if tool == "poisonlab":
             again = ours.craft(data.train, changed, reference, seed=trial_seed_of(scenario)).x
         else:
-            again = art_poisons(kind, classifier, other, data.train.x[threat.base_indices], threat.target_class,
-                                eps, getattr(ours, "steps", 0))
+            again = art_poisons(kind, art_classifier(art_copy(reference, scratch)), other,
+                                data.train.x[threat.base_indices], threat.target_class, eps, arts[tool])
         moved = (again - poisons).abs()
-        print(f"{kind:18s} {tool:9s} another target moves the poisons by max {float(moved.max()):.4f} "
+        print(f"{kind:18s} {tool:13s} another target moves the poisons by max {float(moved.max()):.4f} "
               f"(mean {float(moved.mean()):.5f})")
+
+
+def art_copy(reference: nn.Module, second_order: bool) -> nn.Module:
+    """A fresh copy of the network for one ART run (see art_classifier); NCHW for gradient matching, on which
+    poisonlab's witches' brew crafts too (for_second_order), else the channels-last weights as they are."""
+    return for_second_order(reference) if second_order else copy.deepcopy(reference)
 
 
 # the toxic suite's scratch recipe (victims and the white-box surrogate): SGD, under which gradient matching works

@@ -52,8 +52,9 @@ def keep_freed_memory() -> bool:
     (128 KiB, rising to 32 MiB at most) with fresh pages and unmaps it on free, so every training or crafting
     step faults its activations' pages in again and the kernel zeroes them. Served from a heap that is kept,
     the same steps reuse warm memory: training steps of the CIFAR convnets 1.2-1.6x faster, witches' brew's
-    1.1-1.8x, metapoison's 1.5-3.4x on 2 cores (benchmarks/memory_layout.py --allocator both, docs/benchmarks.md). The numbers are unchanged (PyTorch aligns every tensor to 64 bytes
-    either way); the process keeps its peak memory until it ends. Returns whether the setting took effect:
+    1.1-1.8x, metapoison's 1.5-3.4x on 2 cores (benchmarks/memory_layout.py --allocator both,
+    docs/benchmarks.md). The numbers are unchanged (PyTorch aligns every tensor to 64 bytes either way); the
+    process keeps its peak memory until it ends. Returns whether the setting took effect:
     False off glibc (macOS, musl) or with POISONLAB_MALLOC=system in the environment."""
     if os.environ.get("POISONLAB_MALLOC", "").lower() == "system":
         return False

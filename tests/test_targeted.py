@@ -129,12 +129,12 @@ def test_bullseye_polytope_reaches_the_target_at_16_and_8_over_255(acceptance):
 def test_bullseye_beats_convex_polytope_and_feature_collision_which_beat_the_control_at_8_over_255(acceptance):
     """Bullseye is the strongest and faster than convex polytope; both others beat the control. Convex polytope
     and feature collision are not ordered here: over these 24 trials they tied 9-9 on one machine, went 12-13
-    on another (25-27 over 48 trials) and 14-12 there once the convolution weights were channels-last (another
-    pretrained network), so the test does not pretend to tell them apart."""
+    on another (25-27 over 48 trials), 14-12 there once the convolution weights were channels-last (another
+    pretrained network) and 16-16 on a third (AVX-512), so the test does not pretend to tell them apart."""
     fc, cp, bp = (acceptance[a, 8] for a in FEATURE_ATTACKS)
     assert fc["successes"] > fc["control_successes"] and cp["successes"] > cp["control_successes"]
     assert bp["successes"] >= max(cp["successes"], fc["successes"])
-    assert abs(cp["successes"] - fc["successes"]) <= 3  # measured 0, 1 and 2
+    assert abs(cp["successes"] - fc["successes"]) <= 3  # measured 0, 1, 2 and 0
     assert bp["craft_seconds_per_trial"] < cp["craft_seconds_per_trial"]
 
 

@@ -25,14 +25,22 @@ def parameter_gradient(model: Classifier, x: torch.Tensor, y: torch.Tensor, crea
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: torch.Tensor, target: torch.Tensor,
-                       adversarial_class: int, create_graph: bool = False) -> torch.Tensor:
-    """Mean over models of cos(∇θ L(poisons, labels), ∇θ L(target, adversarial class)) (Geiping et al., eq. 3):
-    1 means a step on the poisons is a step toward misclassifying the target."""
+def target_gradients(models: list[Classifier], target: torch.Tensor, adversarial_class: int) -> list[torch.Tensor]:
+    """Per model, ∇θ L(target, adversarial class): what the poisons' gradient is aligned with."""
     aim = adversarial_labels(target, adversarial_class)
+    return [parameter_gradient(m, target, aim).detach() for m in models]
+
+
+def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: torch.Tensor, target: torch.Tensor,
+                       adversarial_class: int, create_graph: bool = False,
+                       target_grads: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean over models of cos(∇θ L(poisons, labels), ∇θ L(target, adversarial class)) (Geiping et al., eq. 3):
+    1 means a step on the poisons is a step toward misclassifying the target. `target_grads`: the second
+    gradients when already computed (target_gradients; they do not change while the poisons are optimised)."""
+    if target_grads is None:
+        target_grads = target_gradients(models, target, adversarial_class)
     total = poisons.new_zeros(())
-    for m in models:
-        target_grad = parameter_gradient(m, target, aim).detach()
+    for m, target_grad in zip(models, target_grads, strict=True):
         poison_grad = parameter_gradient(m, poisons, labels, create_graph=create_graph)
         total = total + F.cosine_similarity(poison_grad, target_grad, dim=0)
     return total / len(models)
@@ -83,12 +91,14 @@ class WitchesBrew:
         delta = ((torch.rand(bases.shape, generator=g).to(bases.device) * 2 - 1) * eps).requires_grad_(True)
         optimizer = torch.optim.Adam([delta], lr=self.lr)
         milestones = [self.steps * k // 8 for k in (3, 5, 7)]
+        aims = target_gradients(models, target, threat.target_class)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
         for _ in range(self.steps):
             x = (bases + delta).clamp(0, 1)
             if self.augment:
                 x = augment(x, "flip-crop", g)
-            loss = 1 - gradient_alignment(models, x, labels, target, threat.target_class, create_graph=True)
+            loss = 1 - gradient_alignment(models, x, labels, target, threat.target_class, create_graph=True,
+                                          target_grads=aims)
             (grad,) = torch.autograd.grad(loss, delta)
             delta.grad = grad.sign()
             optimizer.step()
