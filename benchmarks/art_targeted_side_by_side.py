@@ -123,9 +123,9 @@ def compare(kind: str, args: argparse.Namespace) -> None:
         threat = dataclasses.replace(threat, target_class=target.adversarial_class, target_image=image,
                                      target_index=target.position, base_indices=bases)
         for tool in counts:
-            theirs = art_copy(reference, scratch)  # a fresh copy for each ART run (not timed)
+            theirs = None if tool == "poisonlab" else art_copy(reference, scratch)  # fresh for each ART run, untimed
             start = time.perf_counter()
-            if tool == "poisonlab":
+            if theirs is None:
                 poison = ours.craft(data.train, threat, reference, seed=seed)
             else:
                 x = art_poisons(kind, art_classifier(theirs), image, data.train.x[bases], target.adversarial_class,

@@ -78,20 +78,21 @@ class WitchesBrew:
         # crafting copies in eval mode (batch-norm statistics fixed), NCHW for the second-order gradients
         models = [for_second_order(m).eval() for m in opening.models]
         target, bases, labels = opening.target, opening.bases, opening.labels
+        aims = target_gradients(models, target, threat.target_class)  # fixed while the poisons move
         best, best_alignment = bases, -2.0
         for _ in range(self.restarts):
-            poisons = self.brew(models, bases, labels, target, threat, g)
-            alignment = float(gradient_alignment(models, poisons, labels, target, threat.target_class))
+            poisons = self.brew(models, bases, labels, target, threat, aims, g)
+            alignment = float(gradient_alignment(models, poisons, labels, target, threat.target_class,
+                                                 target_grads=aims))
             if alignment > best_alignment:
                 best, best_alignment = poisons, alignment
         return opening.poison_set(self, best, threat, alignment=best_alignment)
 
-    def brew(self, models, bases, labels, target, threat, g) -> torch.Tensor:
+    def brew(self, models, bases, labels, target, threat, aims, g) -> torch.Tensor:
         eps = threat.eps
         delta = ((torch.rand(bases.shape, generator=g).to(bases.device) * 2 - 1) * eps).requires_grad_(True)
         optimizer = torch.optim.Adam([delta], lr=self.lr)
         milestones = [self.steps * k // 8 for k in (3, 5, 7)]
-        aims = target_gradients(models, target, threat.target_class)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
         for _ in range(self.steps):
             x = (bases + delta).clamp(0, 1)
