@@ -34,8 +34,7 @@ from torch import nn
 from poisonlab import make_attack
 from poisonlab.attacks.feature_space import project
 from poisonlab.bench.scenario import scenario_from_dict
-from poisonlab.bench.targeted import choose_target, pretrained, train_victim
-from poisonlab.bench.trial import prepare
+from poisonlab.bench.trial import prepare_trials
 from poisonlab.device import keep_freed_memory
 from poisonlab.models import for_second_order, predict
 from poisonlab.seeding import generator
@@ -112,40 +111,39 @@ def compare(kind: str, args: argparse.Namespace) -> None:
     arts = {"ART": None} | ({f"ART {ours.steps} it.": ours.steps} if kind == "bullseye-polytope" else {})
     counts = {tool: [0, 0.0] for tool in ("poisonlab", *arts)}
     first, hooks = None, 0
-    for trial in range(trials):
-        seed, data, threat, _, _ = prepare(scenario, trial)
-        reference = pretrained(scenario, "convnet", scenario.seed, data, f"{args.out}/models")
-        target = choose_target(scenario, trial, data, reference, seed)
-        candidates = torch.nonzero(data.train.y == target.adversarial_class).squeeze(1)
+    _, networks, setups = prepare_trials(scenario, range(trials), f"{args.out}/models")
+    reference = networks.reference
+    for trial, setup in enumerate(setups):
+        seed, data, adversarial = setup.seed, setup.data, setup.threat.target_class
+        candidates = torch.nonzero(data.train.y == adversarial).squeeze(1)
         bases = candidates[torch.randperm(len(candidates), generator=generator(seed, "bases"))[:budget]]
         bases = bases.sort().values
-        image = data.test.x[target.position:target.position + 1]
-        threat = dataclasses.replace(threat, target_class=target.adversarial_class, target_image=image,
-                                     target_index=target.position, base_indices=bases)
+        image = setup.threat.target_image
+        threat = dataclasses.replace(setup.threat, base_indices=bases)
         for tool in counts:
             theirs = None if tool == "poisonlab" else art_copy(reference, scratch)  # fresh for each ART run, untimed
             start = time.perf_counter()
             if theirs is None:
                 poison = ours.craft(data.train, threat, reference, seed=seed)
             else:
-                x = art_poisons(kind, art_classifier(theirs), image, data.train.x[bases], target.adversarial_class,
-                                eps, arts[tool])
+                x = art_poisons(kind, art_classifier(theirs), image, data.train.x[bases], adversarial, eps,
+                                arts[tool])
                 hooks = max(hooks, len(theirs.extractor._forward_hooks))
-                poison = PoisonSet(bases, x, data.train.y[bases].clone(), 10, kind, target.adversarial_class)
+                poison = PoisonSet(bases, x, data.train.y[bases].clone(), 10, kind, adversarial)
             counts[tool][1] += time.perf_counter() - start
-            victim = train_victim(scenario, reference, data.train, poison, seed)
-            counts[tool][0] += int(predict(victim, image)) == target.adversarial_class
+            victim = setup.victims.train(poison)
+            counts[tool][0] += int(predict(victim, image)) == adversarial
             if trial == 0:
-                first = (first or {}) | {tool: (poison.x, threat)}
+                first = (first or {}) | {tool: (poison.x, threat, setup.target.position)}
     for tool, (hits, seconds) in counts.items():
         print(f"{kind:18s} {tool:13s} success {hits}/{trials}  craft {seconds / trials:6.2f} s/trial", flush=True)
     print(f"{kind:18s} ART left up to {hooks} forward hooks on its copy of the network in one run")
     # the target-change check: same bases, another target (the next test image of another class)
-    for tool, (poisons, threat) in first.items():
-        other = data.test.x[(data.test.y != data.test.y[threat.target_index]).nonzero()[0, 0]][None]
+    for tool, (poisons, threat, position) in first.items():
+        other = data.test.x[(data.test.y != data.test.y[position]).nonzero()[0, 0]][None]
         changed = dataclasses.replace(threat, target_image=other)
         if tool == "poisonlab":
-            again = ours.craft(data.train, changed, reference, seed=trial_seed_of(scenario)).x
+            again = ours.craft(data.train, changed, reference, seed=setups[0].seed).x
         else:
             again = art_poisons(kind, art_classifier(art_copy(reference, scratch)), other,
                                 data.train.x[threat.base_indices], threat.target_class, eps, arts[tool])
@@ -163,12 +161,6 @@ def art_copy(reference: nn.Module, second_order: bool) -> nn.Module:
 # the toxic suite's scratch recipe (victims and the white-box surrogate): SGD, under which gradient matching works
 SCRATCH_RECIPE = {"epochs": 30, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
                   "weight_decay": 5e-4, "schedule": "cosine", "augment": "flip-crop"}
-
-
-def trial_seed_of(scenario) -> int:
-    from poisonlab.bench.trial import trial_seed
-
-    return trial_seed(scenario, 0)
 
 
 if __name__ == "__main__":

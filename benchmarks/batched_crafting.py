@@ -15,8 +15,7 @@ import time
 import torch
 
 from poisonlab.bench.scenario import scenario_from_dict
-from poisonlab.bench.targeted import craft_targeted, craft_targeted_group
-from poisonlab.bench.trial import prepare, trial_seed
+from poisonlab.bench.trial import craft, prepare_trials
 from poisonlab.device import keep_freed_memory, resolve_device
 
 
@@ -30,20 +29,18 @@ def timed(device: torch.device, run, *args):
     return result, time.perf_counter() - start
 
 
-def one_at_a_time(scenario, trials, seeds, data, threat, attack, cache):
-    return [craft_targeted(scenario, t, s, data, threat, attack, cache) for t, s in zip(trials, seeds, strict=True)]
+def one_at_a_time(plan, networks, setups):
+    return [craft(plan, networks, [s])[0] for s in setups]
 
 
 def compare(scenario, device: torch.device, cache: str) -> tuple[float, float, float]:
     """Seconds per trial one at a time and together, and the largest difference between their poisons."""
-    _, data, threat, attack, _ = prepare(scenario, 0)
-    trials = list(range(scenario.trials))
-    seeds = [trial_seed(scenario, t) for t in trials]
-    craft_targeted(scenario, 0, seeds[0], data, threat, attack, cache)  # pretrains (or loads) and warms up
-    alone, alone_s = timed(device, one_at_a_time, scenario, trials, seeds, data, threat, attack, cache)
-    together, together_s = timed(device, craft_targeted_group, scenario, trials, seeds, data, threat, attack, cache)
-    difference = max(float((a.poison.x - b.poison.x).abs().max()) for a, b in zip(alone, together, strict=True))
-    return alone_s / len(trials), together_s / len(trials), difference
+    plan, networks, setups = prepare_trials(scenario, range(scenario.trials), cache)  # pretrains (or loads)
+    craft(plan, networks, setups[:1])  # warms up
+    alone, alone_s = timed(device, one_at_a_time, plan, networks, setups)
+    together, together_s = timed(device, craft, plan, networks, setups)
+    difference = max(float((a.x - b.x).abs().max()) for (a, _), (b, _) in zip(alone, together, strict=True))
+    return alone_s / len(setups), together_s / len(setups), difference
 
 
 def main() -> None:

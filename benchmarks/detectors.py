@@ -12,7 +12,7 @@ import time
 import torch
 
 from poisonlab import ThreatModel, build_model, load_dataset, make_attack, train
-from poisonlab.defenses import DEFENSES, detection_metrics, make_defense, removal_mask
+from poisonlab.defenses import DEFENSES, Detector, detection_counts, make_defense, removal_mask
 from poisonlab.device import keep_freed_memory
 from poisonlab.metrics import attack_success_rate, clean_accuracy
 from poisonlab.models import TrainRecipe
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--attack", default="badnets")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--defenses", nargs="+", default=[n for n, c in DEFENSES.items() if c.kind == "detector"])
+    parser.add_argument("--defenses", nargs="+", default=[n for n, c in DEFENSES.items() if issubclass(c, Detector)])
     parser.add_argument("--retrain", nargs="*", default=["spectral-signatures", "activation-clustering"])
     args = parser.parse_args()
     keep_freed_memory()  # as the command line runs (poisonlab.device)
@@ -40,8 +40,7 @@ def main() -> None:
         threat = ThreatModel.for_data(data.train, args.budget, target_class=7)
         poison = make_attack(args.attack, **params).craft(data.train, threat, seed=seed)
         poisoned = poison.apply(data.train)
-        is_poison = torch.zeros(len(poisoned), dtype=torch.bool)
-        is_poison[poison.indices] = True
+        is_poison = poison.is_poison(poisoned)
         start = time.perf_counter()
         model = train(build_model("convnet", data.train.shape, 10, seed=seed), poisoned, recipe, seed=seed)
         asr = attack_success_rate(model, data.test, poison).value
@@ -53,9 +52,9 @@ def main() -> None:
             scores = defense.score(poisoned, model if defense.needs_model else None, seed=seed)
             seconds = time.perf_counter() - start
             keep = removal_mask(scores, defense.n_remove(len(poisoned), threat.budget))
-            m = detection_metrics(scores, is_poison, keep)
-            line = (f"  {name:<22} recall {m['removed_poisons'] / m['n_poisons_present']:.3f} "
-                    f"AUROC {m['detection_auroc']:.3f} removed {m['n_removed']} ({seconds:.1f} s)")
+            m = detection_counts(scores, is_poison, keep)
+            line = (f"  {name:<22} recall {m.removed_poisons / m.n_poisons_present:.3f} "
+                    f"AUROC {m.detection_auroc:.3f} removed {m.n_removed} ({seconds:.1f} s)")
             if name in args.retrain:
                 kept = poisoned.take(torch.nonzero(keep).squeeze(1))
                 defended = train(build_model("convnet", data.train.shape, 10, seed=seed), kept, recipe, seed=seed)

@@ -1,7 +1,7 @@
 """Witches' brew and MetaPoison against victims trained from scratch on the CIFAR-10 subset, each trial beside its
 control (the same victim, same initialisation and batches, trained on the clean set).
 
-The protocol is poisonlab's targeted trial (poisonlab/bench/targeted.py): the convnet pretrained once on the
+The protocol is poisonlab's trial (poisonlab/bench/trial.py): the convnet pretrained once on the
 4,000 training images is the attacker's surrogate (white-box: the victim's architecture and training data, not its
 initialisation); each trial draws a correctly classified target, an adversarial class and the bases; the victim is a
 fresh convnet (the trial's own seed) trained `--epochs` epochs by SGD (lr 0.1, momentum 0.9, weight decay 5e-4,
@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from poisonlab.bench.report import summarize
 from poisonlab.bench.runner import run_scenarios
 from poisonlab.bench.scenario import scenario_from_dict
+from poisonlab.bench.summary import summarize
 from poisonlab.device import keep_freed_memory
 
 # the victim's optimiser; the surrogate is pretrained with the same recipe (white-box: the attacker knows it)
@@ -70,8 +70,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | ---: | ---: | ---: |")
     for row in summarize(store, chosen):
         low, high = row["attack_success_ci"]
-        print(f"| {row['attack']} | {row['successes']}/{row['trials']} [{100 * low:.0f}%, {100 * high:.0f}%] | "
-              f"{row['control_successes']}/{row['trials']} | {row['target_adversarial_loss']:.2f} / "
+        print(f"| {row['attack']} | {row['attack_successes']}/{row['trials']} [{100 * low:.0f}%, {100 * high:.0f}%] | "
+              f"{row['control_attack_successes']}/{row['trials']} | {row['target_adversarial_loss']:.2f} / "
               f"{row['control_adversarial_loss']:.2f} | {row['craft_seconds_per_trial']:.0f} | "
               f"{row['train_seconds_per_trial']:.0f} | {100 * row['clean_accuracy']:.1f}% |")
 

@@ -10,7 +10,11 @@ from typing import Annotated
 
 import typer
 
+from .attacks import ATTACKS
+from .data import DATASETS
+from .defenses import DEFENSES, Detector
 from .errors import PoisonlabError
+from .models import MODELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="poisonlab: craft training-data poisoning attacks, retrain the victim, measure what changed.")
@@ -27,14 +31,18 @@ RootOpt = Annotated[str | None, typer.Option("--data-root", help="Folder holding
                                                 "the .npz file); searched before $POISONLAB_DATA and the caches.")]
 
 
+def names(registry, first: tuple[str, ...] = ()) -> str:
+    """The registry's names for a help string (so a new attack, defense or model appears by its registry line)."""
+    return " | ".join((*first, *registry))
+
+
+DETECTORS = tuple(name for name, cls in DEFENSES.items() if issubclass(cls, Detector))
+
+
 @app.command("list")
 def list_cmd() -> None:
     """List the datasets, models, attacks, defenses and suites, one line each."""
-    from .attacks import ATTACKS
     from .bench.suites import suite_description, suite_names
-    from .data import DATASETS
-    from .defenses import DEFENSES
-    from .models import MODELS
 
     sections = {
         "datasets": {k: v.summary for k, v in DATASETS.items()},
@@ -59,7 +67,7 @@ DeviceOpt = Annotated[str | None, typer.Option(help="Targeted attacks: where net
 def run(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A scenario YAML file; flags given "
                                                    "on the command line override its fields.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="digits | mnist | fashion-mnist | cifar10 | npz")] = None,
+    dataset: Annotated[str | None, typer.Option(help=names(DATASETS))] = None,
     data_root: RootOpt = None,
     classes: Annotated[str | None, typer.Option(help="Keep only these classes, e.g. 0,4 for a binary task.")]
     = None,
@@ -67,10 +75,8 @@ def run(
     test_size: Annotated[int | None, typer.Option(help="Seeded random subset of the test set.")] = None,
     val_size: Annotated[int | None, typer.Option(help="The attacker's validation set, drawn from the training "
                                                  "split apart from the training samples (bilevel attacks).")] = None,
-    model: Annotated[str | None, typer.Option(help="logistic | linear-svm | ridge | lasso | mlp | convnet | "
-                                                "resnet18")] = None,
-    attack: Annotated[str | None, typer.Option(help="none | label-flip | alfa | badnets | blended | svm-kkt | "
-                                                 "bilevel-linear | back-gradient (see `list`)")]
+    model: Annotated[str | None, typer.Option(help=names(MODELS))] = None,
+    attack: Annotated[str | None, typer.Option(help=f"{names(ATTACKS)} (`poisonlab list` says what each does)")]
     = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack hyper-parameter KEY=VALUE "
                                                        "(repeatable), e.g. -p patch_size=4 -p mode=all-to-all.")]
@@ -101,9 +107,8 @@ def run(
     weight_decay: Annotated[float | None, typer.Option(help="Victim L2 weight decay (adam, sgd).")] = None,
     c: Annotated[float | None, typer.Option("--C", help="Inverse regularisation of the exact solvers.")] = None,
     augment: Annotated[str | None, typer.Option(help="none | crop | flip-crop")] = None,
-    defense: Annotated[str | None, typer.Option(help="A defense in the loop (see `list`): a detector removes its "
-                                                "most suspicious samples and the victim is retrained; dpa trains "
-                                                "a certified vote.")] = None,
+    defense: Annotated[str | None, typer.Option(help=f"A defense in the loop: {names(DEFENSES, ('none',))} "
+                                                "(`poisonlab list` says what each does).")] = None,
     defense_param: Annotated[list[str] | None, typer.Option("--defense-param", "-d", help="Defense hyper-parameter "
                                                             "KEY=VALUE (repeatable), e.g. -d removal=0.1.")] = None,
     trials: Annotated[int | None, typer.Option(help="Independent trials (own split, poisons, init).")] = None,
@@ -159,13 +164,13 @@ def bench(
     rows = run_and_report(loaded.scenarios, out, workers, as_json, progress, f"suite {suite}: {loaded.description}",
                           batch_trials)
     if loaded.matrix:
-        from .bench.report import write_matrix
+        from .bench.tables import write_matrix
 
         path = write_matrix(out, rows, f"suite {suite}: attack × defense")
         typer.echo(f"matrix: {path}", err=as_json)
     if loaded.toxic:
         from .bench.plot import write_poison_figure
-        from .bench.report import write_toxic
+        from .bench.tables import write_toxic
 
         typer.echo(f"tables: {write_toxic(out, rows, f'suite {suite}: {loaded.description}')}", err=as_json)
         shown = [s for s in loaded.scenarios if s.setting == "frozen" and s.knowledge == "white-box"] + \
@@ -178,7 +183,7 @@ def bench(
         typer.echo(f"plot: {path}", err=as_json)
 
 
-DataOpt = Annotated[str, typer.Option(help="digits | mnist | mnist-t10k | fashion-mnist | cifar10 | npz")]
+DataOpt = Annotated[str, typer.Option(help=names(DATASETS))]
 TrainSizeOpt = Annotated[int | None, typer.Option(help="Seeded random subset of the training set (same --seed "
                                                   "and size in `craft` and `scan`).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the subset, the attack and the model.")]
@@ -187,7 +192,7 @@ SeedOpt = Annotated[int, typer.Option(help="Seed of the subset, the attack and t
 @app.command()
 def craft(
     out: Annotated[Path, typer.Argument(help="Where to write the PoisonSet (.npz, with a readable .json beside).")],
-    attack: Annotated[str, typer.Option(help="An attack (see `list`).")],
+    attack: Annotated[str, typer.Option(help=names(ATTACKS))],
     dataset: DataOpt = "digits", data_root: RootOpt = None, train_size: TrainSizeOpt = None,
     budget: Annotated[str, typer.Option(help="A count (10) or a fraction of the training set (0.05).")] = "0.05",
     target_class: Annotated[int | None, typer.Option(help="The attacker's target class.")] = None,
@@ -216,9 +221,7 @@ def craft(
 
 @app.command()
 def scan(
-    detector: Annotated[str, typer.Option(help="A detector (see `list`): spectral-signatures, "
-                                               "activation-clustering, spectre, deep-knn, sphere, slab.")]
-    = "spectral-signatures",
+    detector: Annotated[str, typer.Option(help=names(DETECTORS))] = "spectral-signatures",
     dataset: DataOpt = "digits", data_root: RootOpt = None, train_size: TrainSizeOpt = None,
     poison_set: Annotated[Path | None, typer.Option(help="A PoisonSet .npz (from `craft` or the API) to apply to "
                                                      "the training set first; its poisons are then marked.")] = None,
@@ -251,14 +254,14 @@ def scan(
 
 def scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_param, seed, parse_params):
     from .data import load_dataset
-    from .defenses import Detector, make_defense
+    from .defenses import make_defense
     from .scan import data_fingerprint
     from .threat import PoisonSet
 
     chosen = make_defense(detector, **parse_params(defense_param or []))
     if not isinstance(chosen, Detector):
         raise PoisonlabError(f"{detector} is not a detector (it does not score training samples); scan takes one "
-                             "of: spectral-signatures, activation-clustering, spectre, deep-knn, sphere, slab.")
+                             f"of: {', '.join(DETECTORS)}.")
     train = load_dataset(dataset, root=data_root).subset(None, train_size, None, seed=seed).train
     if poison_set is None:
         return chosen, train, None
@@ -268,16 +271,14 @@ def scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_pa
         made = poison.params["data"]
         raise PoisonlabError(f"{poison_set} was crafted for {made['dataset']} with {made['train_size']} training "
                              f"images and seed {made['seed']}; pass the same --dataset, --train-size and --seed.")
-    from .bench.defend import poison_mask
-
     poisoned = poison.apply(train)
-    return chosen, poisoned, poison_mask(poison, poisoned)
+    return chosen, poisoned, poison.is_poison(poisoned)
 
 
 def scan_model(name, train, epochs, lr, seed, out: Path, progress: bool):
     """The model a feature-space detector reads, trained with a progress bar, or loaded from out/models."""
     from .bench.runner import make_progress
-    from .models import ModelCache, TrainRecipe, build_model
+    from .models import TrainRecipe, build_model, cached_model
     from .models import train as fit
     from .scan import content_digest
 
@@ -295,27 +296,27 @@ def scan_model(name, train, epochs, lr, seed, out: Path, progress: bool):
             fit(model, train, recipe, seed=seed, batch_hook=tick)
 
     build = lambda: build_model(name, train.shape, train.num_classes, seed=seed)  # noqa: E731
-    return ModelCache(out / "models").get(config, build, train_with_bar)
+    return cached_model(config, build, train_with_bar, out / "models")
 
 
 @app.command()
 def report(out: Annotated[Path, typer.Argument(help="An output folder of `run` or `bench`.")],
            as_json: JsonOpt = False) -> None:
     """Print (and rewrite) the results table of an output folder, including unfinished scenarios' trials."""
-    from .bench.report import summarize, write_report
     from .bench.store import Store
+    from .bench.summary import summarize
+    from .bench.tables import write_report
 
-    if not (out / Store.FILENAME).is_file():
-        raise PoisonlabError(f"{out} holds no {Store.FILENAME}; point `report` at the --out folder of a run.")
-    rows = summarize(Store(out))
+    rows = summarize(Store(out, create=False))
     text = write_report(out, rows, f"results in {out}")
     typer.echo(json.dumps(rows, indent=1) if as_json else text)
 
 
 def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: bool, title: str,
                    batch_trials: int | None = None) -> list[dict]:
-    from .bench.report import summarize, write_report
     from .bench.runner import run_scenarios
+    from .bench.summary import summarize
+    from .bench.tables import write_report
 
     store = run_scenarios(scenarios, out, workers, progress, batch_trials)
     rows = summarize(store, scenarios)

@@ -47,7 +47,10 @@ class ThreatModel:
     `budget` is the number of training samples the attacker replaces; `eps` the L-inf bound on how far a
     poison may move from its base (1.0 = unbounded); `clean_label` forbids changing labels.
     A class-targeted attack (`source_class` set) wants test images of `source_class` classified as
-    `target_class`, and the rest classified as before.
+    `target_class`, and the rest classified as before. A targeted (instance) attack gets the target test
+    image(s) (`target_image`, with `target_image_index` its index in the official test set) and may be told its
+    bases (`base_indices`, positions in the training set). `goal` is what the attack pursues (None: nothing, the
+    clean baseline).
     """
 
     budget: int
@@ -56,12 +59,12 @@ class ThreatModel:
     eps: float = 1.0
     clean_label: bool = False
     target_class: int | None = None
-    goal: Literal["integrity", "availability"] = "integrity"
+    goal: Literal["integrity", "availability"] | None = None
     knowledge: Literal["white-box", "grey-box", "black-box"] = "white-box"
     setting: Literal["frozen", "finetune", "scratch"] = "scratch"
     source_class: int | None = None
     target_image: torch.Tensor | None = field(default=None, repr=False)
-    target_index: int | None = None
+    target_image_index: int | None = None
     base_indices: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -81,7 +84,7 @@ class ThreatModel:
                 raise ConfigError(f"source and target class are both {self.source_class}; the attack must move "
                                   "the source class to another class.")
         self._check_target()
-        for name, value, allowed in (("goal", self.goal, GOALS), ("knowledge", self.knowledge, KNOWLEDGE),
+        for name, value, allowed in (("goal", self.goal, (*GOALS, None)), ("knowledge", self.knowledge, KNOWLEDGE),
                                      ("setting", self.setting, SETTINGS)):
             if value not in allowed:
                 raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}.")
@@ -141,6 +144,7 @@ class PoisonSet:
     `backdoor_mode="all-to-all"` a triggered image of class i should be classified as i+1 (mod classes).
     With `insertion="replace"` each poison takes its base's place; with "add" (bilevel attacks, which add points
     to the training set) the poisons are appended and `indices` names the samples they were cloned from.
+    A targeted attack's set names its target by `target_image_index`, the image's index in the official test set.
     """
 
     indices: torch.Tensor
@@ -151,7 +155,7 @@ class PoisonSet:
     target_class: int | None = None
     trigger: Trigger | None = None
     backdoor_mode: Literal["all-to-one", "all-to-all"] | None = None
-    target_index: int | None = None
+    target_image_index: int | None = None
     params: dict = field(default_factory=dict)
     insertion: Literal["replace", "add"] = "replace"
     source_class: int | None = None
@@ -187,6 +191,18 @@ class PoisonSet:
             return train.with_added(self.x, self.y, train.index[self.indices])
         return train.with_samples(self.indices, self.x, self.y)
 
+    def is_poison(self, poisoned: Dataset) -> torch.Tensor:
+        """True for the rows of the poisoned training set `poisoned` (= `self.apply(train)`) that are poisons."""
+        mask = torch.zeros(len(poisoned), dtype=torch.bool)
+        if len(self):
+            n_clean = len(poisoned) - (len(self) if self.insertion == "add" else 0)
+            mask[n_clean + torch.arange(len(self)) if self.insertion == "add" else self.indices] = True
+        return mask
+
+    def perturbation(self, train: Dataset) -> float:
+        """The largest L-inf change from a poison's base (the training image it replaces or was cloned from)."""
+        return float((self.x - train.x[self.indices]).abs().max()) if len(self) else 0.0
+
     def backdoor_targets(self, y: torch.Tensor) -> torch.Tensor:
         """The label the attacker wants for triggered images whose true labels are `y`."""
         return backdoor_labels(y, self.backdoor_mode, self.target_class, self.num_classes)
@@ -194,9 +210,9 @@ class PoisonSet:
     def save(self, path: str | Path) -> Path:
         """Write `path` (.npz: poisons, indices, trigger, and the metadata as JSON) and a readable .json beside it."""
         path = Path(path).with_suffix(".npz")
-        meta = {"format": "poisonlab.PoisonSet/1", "num_classes": self.num_classes, "attack": self.attack,
+        meta = {"format": FORMAT, "num_classes": self.num_classes, "attack": self.attack,
                 "target_class": self.target_class, "backdoor_mode": self.backdoor_mode,
-                "target_index": self.target_index, "params": self.params, "n_poisons": len(self),
+                "target_image_index": self.target_image_index, "params": self.params, "n_poisons": len(self),
                 "insertion": self.insertion, "source_class": self.source_class}
         arrays = {"indices": self.indices.numpy(), "x": self.x.numpy(), "y": self.y.numpy(),
                   "metadata": np.array(json.dumps(meta, default=str))}
@@ -218,12 +234,29 @@ class PoisonSet:
             meta = json.loads(str(arrays["metadata"]))
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise DataError(f"{path} is not a poison set saved by poisonlab ({exc}).") from None
-        if meta.get("format") != "poisonlab.PoisonSet/1":
-            raise DataError(f"{path} has format {meta.get('format')!r}; expected 'poisonlab.PoisonSet/1'.")
+        target_image_index = read_format(path, meta)
         trigger = None
         if "trigger_mask" in arrays:
             trigger = Trigger(torch.from_numpy(arrays["trigger_mask"]), torch.from_numpy(arrays["trigger_pattern"]))
         return cls(torch.from_numpy(arrays["indices"]).long(), torch.from_numpy(arrays["x"]),
                    torch.from_numpy(arrays["y"]).long(), meta["num_classes"], meta["attack"], meta["target_class"],
-                   trigger, meta["backdoor_mode"], meta["target_index"], meta["params"],
+                   trigger, meta["backdoor_mode"], target_image_index, meta["params"],
                    meta.get("insertion", "replace"), meta.get("source_class"))
+
+
+FORMAT = "poisonlab.PoisonSet/2"
+
+
+def read_format(path: Path, meta: dict) -> int | None:
+    """The set's official target image index, after checking its format. Format 1 named a targeted set's target by
+    its position in the split it was crafted on, which another loader may order differently: such a set is
+    refused (craft it again); format-1 sets without a target load as they are."""
+    if meta.get("format") == "poisonlab.PoisonSet/1":
+        if meta.get("target_index") is not None:
+            raise DataError(f"{path} is a format-1 poison set whose target is a position in the split it was crafted "
+                            f"on, not an official index; craft it again with this poisonlab ({FORMAT}).")
+        return None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{path} has format {meta.get('format')!r}; this poisonlab reads {FORMAT!r} (and "
+                        "'poisonlab.PoisonSet/1' without a target).")
+    return meta["target_image_index"]

@@ -1,9 +1,14 @@
 """Every registered attack keeps the same promises; a new attack gets these tests for free."""
 
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
-from poisonlab.attacks import ATTACKS, check_compatible, make_attack
+import poisonlab
+from poisonlab.attacks import ATTACKS, THREAT_FIELDS, Attack, check_compatible, make_attack
 from poisonlab.errors import ConfigError
 from poisonlab.models import build_model
 from poisonlab.threat import PoisonSet, ThreatModel
@@ -51,14 +56,30 @@ def test_budget_is_respected_and_indices_are_valid(name, task, threat, surrogate
         assert 0.0 <= float(poison.x.min()) and float(poison.x.max()) <= 1.0
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_eps_is_respected_or_the_attack_says_it_changes_labels(name, task, surrogate):
+@pytest.mark.parametrize("name", [n for n in NAMES if "eps" in make(n).threat_fields() and n != "none"])
+def test_attacks_that_read_eps_respect_it_and_clean_label_ones_keep_labels(name, task, surrogate):
     threat = ThreatModel.for_data(task.train, 6, target_class=1, eps=0.1, target_image=target_image(task))
     poison = make(name).craft(task.train, threat, surrogate, seed=0, validation=task.val)
-    if ATTACKS[name].changes_labels:
-        pytest.skip("dirty-label attacks are unbounded in their papers; the clean-label check below covers them")
     assert bool(((poison.x - task.train.x[poison.indices]).abs() <= 0.1 + 1e-6).all())
-    assert torch.equal(poison.y, task.train.y[poison.indices])
+    assert not ATTACKS[name].changes_labels and torch.equal(poison.y, task.train.y[poison.indices])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_attack_follows_the_protocol_and_declares_what_it_reads(name):
+    attack = make(name)
+    assert isinstance(attack, Attack) and attack.name == name and attack.summary
+    assert attack.needs in ("nothing", "features", "gradients")
+    assert attack.threat_fields() <= set(THREAT_FIELDS)
+    assert not attack.targeted or attack.needs != "nothing"  # a targeted attack crafts on a network
+    assert not attack.augments_like_victim or "augment" in {f.name for f in dataclasses.fields(attack)}
+
+
+def test_the_attack_protocol_names_every_attribute_the_runner_reads():
+    """bench/ asks an attack for its declarations and verbs only; each is declared on `Attack`."""
+    read = set()
+    for path in (Path(poisonlab.__file__).parent / "bench").glob("*.py"):
+        read |= set(re.findall(r"\battack\.(\w+)", path.read_text()))
+    assert read and read <= {n for n in dir(Attack) if not n.startswith("_")} | {"name", "summary"}, read
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -131,7 +152,7 @@ def test_bilevel_attacks_say_what_data_they_need(digits, task):
         check_compatible(make("svm-kkt"), ThreatModel.for_data(task.train, 3))
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if getattr(ATTACKS[n], "targeted", False)])
+@pytest.mark.parametrize("name", [n for n in NAMES if ATTACKS[n].targeted])
 def test_targeted_attacks_say_they_need_a_target_image_and_a_surrogate(name, task, surrogate):
     with pytest.raises(ConfigError, match="target image"):
         make(name).craft(task.train, ThreatModel.for_data(task.train, 3, target_class=1), surrogate)
@@ -153,7 +174,7 @@ def test_bilevel_attacks_in_class_targeted_mode_clone_the_source_class_with_the_
     assert (poison.source_class, poison.target_class) == (0, 1)
 
 
-GROUPED = [n for n in NAMES if hasattr(ATTACKS[n], "craft_group")]
+GROUPED = [n for n in NAMES if ATTACKS[n].crafts_together]
 
 
 @pytest.mark.parametrize("name", GROUPED)

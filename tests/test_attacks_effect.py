@@ -4,7 +4,7 @@ import torch
 
 from poisonlab.attacks import make_attack
 from poisonlab.bench.scenario import scenario_from_dict
-from poisonlab.bench.trial import run_trial
+from poisonlab.bench.trial import run_trials
 from poisonlab.metrics import attack_success_rate, clean_accuracy
 from poisonlab.models import TrainRecipe, build_model, train
 from poisonlab.threat import ThreatModel
@@ -16,11 +16,11 @@ DIGITS_BADNETS = dict(patch_size=4, margin=0, pattern="checkerboard")
 
 def rates(scenario: dict, trials: int) -> tuple[float, float]:
     """(clean accuracy, attack success) pooled over `trials` trials of a scenario."""
-    rows = [run_trial(scenario_from_dict(scenario), t) for t in range(trials)]
-    accuracy = sum(r["correct"] for r in rows) / sum(r["n_test"] for r in rows)
-    if rows[0]["asr_eligible"] is None:
+    rows = run_trials(scenario_from_dict(scenario), range(trials))
+    accuracy = sum(r.correct for r in rows) / sum(r.n_test for r in rows)
+    if rows[0].attack_inputs is None:
         return accuracy, float("nan")
-    return accuracy, sum(r["asr_hits"] for r in rows) / sum(r["asr_eligible"] for r in rows)
+    return accuracy, sum(r.attack_hits for r in rows) / sum(r.attack_inputs for r in rows)
 
 
 def test_badnets_reaches_90pct_asr_at_1pct_budget_on_digits_keeping_clean_accuracy():

@@ -193,8 +193,10 @@ def test_npz_data_runs_end_to_end(tmp_path):
     assert json.loads(out)[0]["clean_accuracy"] > 0.9
 
 
-TARGETED_FIELDS = {"attack_success_rate", "attack_success_ci", "control_success_rate", "clean_accuracy", "trials",
-                   "craft_seconds_per_trial", "train_seconds_per_trial"}
+TARGETED_FIELDS = {"attack_success_rate", "attack_success_ci", "control_attack_success_rate", "clean_accuracy",
+                   "trials", "craft_seconds_per_trial", "train_seconds_per_trial"}
+DEFENDED_FIELDS = {"defense", "undefended_attack_success_rate", "undefended_clean_accuracy", "detection_recall",
+                   "detection_precision", "detection_auroc"}
 
 
 def test_run_a_targeted_attack_from_a_setups_file_prints_the_targeted_fields(tmp_path, cifar_subset_path, setups_dir):
@@ -214,11 +216,24 @@ def test_run_a_targeted_attack_from_a_setups_file_prints_the_targeted_fields(tmp
     assert too_many.returncode == 2 and "at most 9 trials" in too_many.stderr
 
 
+def test_a_targeted_attack_runs_with_a_detector_in_the_loop(tmp_path):
+    """Clean-label poisons against a frozen victim, deep k-NN (the defense made for them) between: the row has
+    the attack's success before and after the defense, the control's, and the detection of the poisons."""
+    out = poisonlab("run", "--dataset", "digits", "--model", "convnet", "--attack", "bullseye-polytope", "-p",
+                    "steps=20", "--setting", "frozen", "--budget", "10", "--eps", "0.1", "--defense", "deep-knn",
+                    "-d", "k=20", "--trials", "2", "--out", str(tmp_path), "--json", "--no-progress", check=True).stdout
+    [row] = json.loads(out)
+    assert TARGETED_FIELDS | DEFENDED_FIELDS <= row.keys() and row["trials"] == 2 and row["targeted"]
+    assert 0 <= row["detection_recall"] <= 1 and 0 < row["removed_fraction"] < 0.02  # 1.5 x 10 poisons
+    assert "recall" in (tmp_path / "report.md").read_text()
+
+
 @pytest.mark.slow
-def test_the_issue_command_prints_the_targeted_fields(tmp_path, cifar_subset_path):
+def test_the_issue_command_prints_the_targeted_and_defended_fields(tmp_path, cifar_subset_path):
     out = poisonlab("run", "--dataset", "cifar10", "--data-root", str(cifar_subset_path), "--model", "convnet",
                     "--attack", "bullseye-polytope", "--setting", "frozen", "--knowledge", "white-box", "--budget",
-                    "25", "--eps", "0.0627", "--trials", "4", "--json", "--no-progress", "--out", str(tmp_path),
-                    check=True).stdout
+                    "25", "--eps", "0.0627", "--defense", "deep-knn", "--trials", "4", "--json", "--no-progress",
+                    "--out", str(tmp_path), check=True).stdout
     [row] = json.loads(out)
-    assert TARGETED_FIELDS <= row.keys() and row["trials"] == 4 and row["attack_success_rate"] >= 0.5
+    assert TARGETED_FIELDS | DEFENDED_FIELDS <= row.keys() and row["trials"] == 4
+    assert row["undefended_attack_success_rate"] >= 0.5 and row["detection_recall"] is not None

@@ -7,13 +7,21 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from poisonlab import ThreatModel, build_model, make_attack, train
-from poisonlab.defenses import DEFENSES, DPA, certified_accuracy, certified_radius, make_defense
-from poisonlab.defenses.detect import auroc, detection_metrics, removal_mask, robust_z
+from poisonlab.defenses import (
+    DEFENSES,
+    DPA,
+    DefenseContext,
+    Detector,
+    certified_accuracy,
+    certified_radius,
+    make_defense,
+)
+from poisonlab.defenses.detect import auroc, detection_counts, removal_mask, robust_z
 from poisonlab.errors import ConfigError
 from poisonlab.metrics import attack_success_rate, clean_accuracy
 from poisonlab.models import TrainRecipe
 
-DETECTORS = [name for name, cls in DEFENSES.items() if cls.kind == "detector"]
+DETECTORS = [name for name, cls in DEFENSES.items() if issubclass(cls, Detector)]
 FASHION_RECIPE = TrainRecipe(epochs=4, batch_size=64, lr=0.002, schedule="cosine")
 
 
@@ -32,8 +40,8 @@ def detect(name: str, poisoned, is_poison, budget: int, model=None, seed: int = 
     defense = make_defense(name, **params)
     scores = defense.score(poisoned, model, seed=seed)
     keep = removal_mask(scores, defense.n_remove(len(poisoned), budget))
-    metrics = detection_metrics(scores, is_poison, keep)
-    return metrics["removed_poisons"] / metrics["n_poisons_present"], metrics["detection_auroc"], keep
+    counts = detection_counts(scores, is_poison, keep)
+    return counts.removed_poisons / counts.n_poisons_present, counts.detection_auroc, keep
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +143,17 @@ def test_dpa_partitions_by_image_content_and_certifies_a_digits_vote(digits):
     flipped = digits.train.with_samples(torch.arange(10), digits.train.x[:10], (digits.train.y[:10] + 1) % 10)
     assert torch.equal(dpa.partition(flipped.x), parts)  # a label flip stays in its part
     recipe = TrainRecipe(optimizer="exact", C=1.0)
-    ensemble, _ = dpa.fit(lambda: build_model("logistic", digits.train.shape, 10), digits.train, recipe, seed=0)
+    build = lambda: build_model("logistic", digits.train.shape, 10)  # noqa: E731
+    context = DefenseContext.from_scratch(digits.train, train(build(), digits.train, recipe), build, recipe, 0, 0,
+                                          digits.test)
+    defended = dpa.defend(context)
+    ensemble = defended.model
     votes = ensemble.votes(digits.test.x)
     assert votes.sum(1).eq(5).all()
     curve = certified_accuracy(votes, digits.test.y)
     assert len(curve) == 3 and curve[0] == pytest.approx(clean_accuracy(ensemble, digits.test).value)
     assert curve[0] > 0.9 and curve[0] >= curve[1] >= curve[2] > 0.5
+    assert defended.counts.certified_accuracy == curve
 
 
 @pytest.mark.slow
@@ -174,11 +187,11 @@ def mnist_models(mnist_dir):
 def test_neural_cleanse_flags_the_backdoor_target_on_a_poisoned_convnet_and_nothing_on_a_clean_one(mnist_models):
     data, poison, poisoned_model, clean_model = mnist_models
     nc = make_defense("neural-cleanse", rule="gap")
-    held = nc.defender_data(data.train, seed=0)
-    on_poisoned = nc.inspect(poisoned_model, held, seed=0)
+    defender_data = nc.defender_data(data.train, seed=0)
+    on_poisoned = nc.inspect(poisoned_model, defender_data, seed=0)
     assert on_poisoned.flagged == [7] and int(on_poisoned.mask_norms.argmin()) == 7
     assert (on_poisoned.trigger_success > 0.85).all()  # every class's reversed trigger works
-    assert nc.inspect(clean_model, held, seed=0).flagged == []
+    assert nc.inspect(clean_model, defender_data, seed=0).flagged == []
     assert on_poisoned.anomaly_index[7] == on_poisoned.anomaly_index.max()  # the paper's index ranks it first too
-    unlearned = nc.mitigate(poisoned_model, held, on_poisoned, FASHION_RECIPE, seed=0)
+    unlearned = nc.mitigate(poisoned_model, defender_data, on_poisoned, FASHION_RECIPE, seed=0)
     assert attack_success_rate(unlearned, data.test, poison).value < 0.2

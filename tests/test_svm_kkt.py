@@ -5,7 +5,8 @@ import pytest
 
 from poisonlab.attacks.svm_kkt import KernelSVM, hinge_loss, hypergradient
 from poisonlab.bench.scenario import scenario_from_dict
-from poisonlab.bench.trial import cached_splits, run_trial
+from poisonlab.bench.shared import cached_splits
+from poisonlab.bench.trial import run_trials
 from poisonlab.errors import DataError
 from tests.conftest import SHARED_DATA
 
@@ -54,9 +55,9 @@ def mnist_0_vs_4() -> dict:
 
 
 def mean_errors(scenario: dict, trials: int = 5) -> tuple[float, float]:
-    rows = [run_trial(scenario_from_dict(scenario), t) for t in range(trials)]
-    error = np.mean([1 - r["correct"] / r["n_test"] for r in rows])
-    clean = np.mean([1 - r["clean_victim_correct"] / r["n_test"] for r in rows])
+    rows = run_trials(scenario_from_dict(scenario), range(trials))
+    error = np.mean([1 - r.correct / r.n_test for r in rows])
+    clean = np.mean([1 - r.control_correct / r.n_test for r in rows])
     return float(error), float(clean)
 
 
@@ -72,13 +73,13 @@ def test_ten_svm_kkt_points_raise_0_vs_4_error_by_10_points_and_beat_alfa_and_ra
 
 def targeted_rates(scenario: dict, trials: int = 3) -> tuple[float, float, float]:
     """(success of the class-targeted attack, accuracy on the other classes, the same for the clean victim)."""
-    rows = [run_trial(scenario_from_dict(scenario), t) for t in range(trials)]
+    rows = run_trials(scenario_from_dict(scenario), range(trials))
 
     def total(key):
-        return sum(r[key] for r in rows)
+        return sum(getattr(r, key) for r in rows)
 
-    return (total("asr_hits") / total("asr_eligible"), total("others_correct") / total("n_others"),
-            total("clean_victim_others_correct") / total("n_others"))
+    return (total("attack_hits") / total("attack_inputs"), total("others_correct") / total("n_others"),
+            total("control_others_correct") / total("n_others"))
 
 
 def test_targeted_svm_kkt_moves_most_4s_to_0_and_keeps_the_0s():

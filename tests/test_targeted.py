@@ -5,11 +5,13 @@ import json
 import pytest
 import torch
 
-from poisonlab.bench.report import summarize
+from poisonlab.bench.plan import make_plan
 from poisonlab.bench.runner import group_trials, run_scenarios
 from poisonlab.bench.scenario import scenario_from_dict
 from poisonlab.bench.setups import Setup, load_setups, map_bases, usable_setups
-from poisonlab.bench.trial import prepare, run_trial, run_trials, trial_seed
+from poisonlab.bench.shared import trial_data
+from poisonlab.bench.summary import summarize
+from poisonlab.bench.trial import run_trials
 from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError, DataError
 
@@ -58,16 +60,18 @@ def test_setups_that_disagree_with_the_data_or_are_malformed_are_refused(cifar, 
 @pytest.mark.parametrize("attack", FEATURE_ATTACKS)
 def test_feature_space_gate_poisons_sit_far_closer_to_the_target_than_random_eps_noise(attack, cifar_subset_path,
                                                                                         tmp_path_factory):
-    """Few trials on a briefly pretrained network: the poisons' relative bullseye loss is at most half that of
-    random ±eps noise on the same bases; they stay within eps, in [0, 1], and keep their labels."""
+    """Few trials on a briefly pretrained network: the poisons' relative bullseye loss is well below that of random
+    ±eps noise on the same bases (at most half; 0.6 for convex polytope, whose objective puts the target inside
+    the poisons' polytope, not at its mean: 0.55 and 0.36 of the noise's on an Intel Xeon with AVX-512, under 0.5
+    on the AMD machines); they stay within eps, in [0, 1], and keep their labels."""
     scenario = targeted(cifar_subset_path, attack, 8 / 255, 2,
                         pretrain=dict(epochs=3, batch_size=128, lr=3e-3, schedule="cosine"))
     cache = str(tmp_path_factory.getbasetemp() / "targeted-models")
-    for trial in range(2):
-        result = run_trial(scenario, trial, cache)
-        assert result["relative_feature_loss"] <= 0.5 * result["noise_feature_loss"]
-        assert result["max_perturbation"] <= 8 / 255 + 1e-6 and result["n_poisons"] == 25
-        assert result["target_adversarial_loss"] >= 0 and result["control_adversarial_loss"] >= 0
+    for result in run_trials(scenario, [0, 1], cache):
+        part = result.targeted
+        assert part.relative_feature_loss <= (0.6 if attack == "convex-polytope" else 0.5) * part.noise_feature_loss
+        assert result.max_perturbation <= 8 / 255 + 1e-6 and result.n_poisons == 25
+        assert part.target_adversarial_loss >= 0 and part.control_adversarial_loss >= 0
 
 
 def test_trials_crafted_together_measure_as_they_do_alone(cifar_subset_path, tmp_path_factory):
@@ -78,13 +82,16 @@ def test_trials_crafted_together_measure_as_they_do_alone(cifar_subset_path, tmp
     cache = str(tmp_path_factory.getbasetemp() / "targeted-models")
     together = run_trials(scenario, [0, 1], cache)
     for trial, grouped in enumerate(together):
-        alone = run_trial(scenario, trial, cache)
-        assert (grouped["trials_crafted_together"], alone["trials_crafted_together"]) == (2, 1)
-        for key in ("target_index", "adversarial_class", "asr_hits", "clean_victim_asr_hits", "n_poisons"):
-            assert grouped[key] == alone[key]
-        for key in ("relative_feature_loss", "target_adversarial_loss", "max_perturbation"):
-            assert grouped[key] == pytest.approx(alone[key], rel=1e-3, abs=1e-5)
-    assert together[0]["target_index"] != together[1]["target_index"]
+        [alone] = run_trials(scenario, [trial], cache)
+        assert (grouped.targeted.trials_crafted_together, alone.targeted.trials_crafted_together) == (2, 1)
+        assert (grouped.attack_hits, grouped.control_attack_hits, grouped.n_poisons) == \
+            (alone.attack_hits, alone.control_attack_hits, alone.n_poisons)
+        for key in ("target_image_index", "target_class"):
+            assert getattr(grouped.targeted, key) == getattr(alone.targeted, key)
+        for key in ("relative_feature_loss", "target_adversarial_loss"):
+            assert getattr(grouped.targeted, key) == pytest.approx(getattr(alone.targeted, key), rel=1e-3, abs=1e-5)
+        assert grouped.max_perturbation == pytest.approx(alone.max_perturbation, rel=1e-3, abs=1e-5)
+    assert together[0].targeted.target_image_index != together[1].targeted.target_image_index
 
 
 def test_the_runner_groups_a_scenarios_pending_trials(cifar_subset_path):
@@ -97,12 +104,26 @@ def test_the_runner_groups_a_scenarios_pending_trials(cifar_subset_path):
         run_scenarios([a], "unused", batch_trials=0)
 
 
-def test_targeted_scenarios_refuse_what_they_cannot_do(cifar_subset_path):
-    with pytest.raises(ConfigError, match="not in the trial loop"):
-        run_trial(targeted(cifar_subset_path, "bullseye-polytope", 0.03, 1, defense="spectral-signatures"), 0)
-    with pytest.raises(ConfigError, match="targeted clean-label attacks"):
-        run_trial(scenario_from_dict(dict(dataset="digits", attack="badnets", budget=5, target_class=1,
-                                          setting="frozen")), 0)
+def test_scenarios_refuse_settings_their_attack_does_not_read(cifar_subset_path):
+    """A field the attack ignores would run as if unset: eps for a dirty-label backdoor, a target class for a
+    targeted attack (it draws its own per trial), knowledge for an attack that crafts on no network, a setups file
+    for an attack without a target image, a linear model in a pretrained setting, a from-scratch defense on a
+    frozen victim."""
+    badnets = dict(dataset="digits", attack="badnets", budget=5, target_class=1)
+    cases = [(dict(badnets, eps=0.03), "does not read eps"),
+             (dict(badnets, knowledge="grey-box"), "crafts on none"),
+             (dict(badnets, setups="x.json"), "no target image"),
+             (dict(badnets, model="logistic", setting="frozen"), "no feature extractor"),
+             (dict(badnets, target_class=None, attack_params={"mode": "all-to-all"}, source_class=None,
+                   goal="availability"), "pursues integrity"),
+             (dict(dataset="digits", attack="label-flip", budget=5, target_class=1), "does not read target_class"),
+             (dict(dataset="digits", attack="bullseye-polytope", budget=5, target_class=1, setting="frozen"),
+              "does not read target_class"),
+             (dict(dataset="digits", attack="bullseye-polytope", budget=5, setting="frozen", defense="dp-sgd"),
+              "from scratch")]
+    for fields, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            make_plan(scenario_from_dict(fields))
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +137,16 @@ def acceptance(cifar_subset_path, tmp_path_factory):
     return {(r["attack"], round(255 * r["eps"])): r for r in rows}
 
 
+def successes(row) -> tuple[int, int]:
+    return row["attack_successes"], row["control_attack_successes"]
+
+
 @pytest.mark.slow
 def test_bullseye_polytope_reaches_the_target_at_16_and_8_over_255(acceptance):
+    (high, high_control), (low, low_control) = (successes(acceptance["bullseye-polytope", e]) for e in (16, 8))
+    assert high >= 8 and high >= high_control + 6
+    assert low >= 3 and low > low_control
     high, low = acceptance["bullseye-polytope", 16], acceptance["bullseye-polytope", 8]
-    assert high["successes"] >= 8 and high["successes"] >= high["control_successes"] + 6
-    assert low["successes"] >= 3 and low["successes"] > low["control_successes"]
     for row in (high, low):
         assert row["relative_feature_loss"] <= 0.5 * row["noise_feature_loss"]
 
@@ -131,11 +157,12 @@ def test_bullseye_beats_convex_polytope_and_feature_collision_which_beat_the_con
     and feature collision are not ordered here: over these 24 trials they tied 9-9 on one machine, went 12-13
     on another (25-27 over 48 trials), 14-12 there once the convolution weights were channels-last (another
     pretrained network) and 16-16 on a third (AVX-512), so the test does not pretend to tell them apart."""
-    fc, cp, bp = (acceptance[a, 8] for a in FEATURE_ATTACKS)
-    assert fc["successes"] > fc["control_successes"] and cp["successes"] > cp["control_successes"]
-    assert bp["successes"] >= max(cp["successes"], fc["successes"])
-    assert abs(cp["successes"] - fc["successes"]) <= 3  # measured 0, 1, 2 and 0
-    assert bp["craft_seconds_per_trial"] < cp["craft_seconds_per_trial"]
+    (fc, fc_control), (cp, cp_control), (bp, _) = (successes(acceptance[a, 8]) for a in FEATURE_ATTACKS)
+    assert fc > fc_control and cp > cp_control
+    assert bp >= max(cp, fc)
+    assert abs(cp - fc) <= 3  # measured 0, 1, 2 and 0
+    assert acceptance["bullseye-polytope", 8]["craft_seconds_per_trial"] < \
+        acceptance["convex-polytope", 8]["craft_seconds_per_trial"]
 
 
 def test_device_names_are_checked_and_a_missing_gpu_is_a_clear_error():
@@ -163,7 +190,7 @@ def test_toxic_cifar10_suite_asks_for_a_gpu_and_fails_before_loading_data(tmp_pa
     assert {s.device for s in suite.scenarios} == {"cuda"} and {s.model for s in suite.scenarios} == {"resnet18"}
     assert {s.trials for s in suite.scenarios} == {100}
     with pytest.raises(ConfigError, match="sees no CUDA GPU"):
-        run_trial(suite.scenarios[0], 0)
+        run_trials(suite.scenarios[0], [0])
     with pytest.raises(ConfigError, match="targeted suites"):
         load_suite("quick", device="cuda")
 
@@ -180,18 +207,15 @@ def test_toxic_suites_pretrain_the_scratch_surrogate_by_the_victims_sgd_recipe(n
         assert s.pretrain_recipe == s.recipe and s.recipe.optimizer == "sgd"
 
 
-def test_device_cpu_keeps_the_scenario_hash_and_non_targeted_attacks_refuse_a_gpu(cifar_subset_path):
-    from poisonlab.bench.trial import prepare
-
+def test_the_device_names_its_own_scenario_and_non_targeted_attacks_refuse_a_gpu(cifar_subset_path):
     plain = targeted(cifar_subset_path, "bullseye-polytope", 0.03, 1)
-    assert targeted(cifar_subset_path, "bullseye-polytope", 0.03, 1, device="cpu").hash == plain.hash
     assert targeted(cifar_subset_path, "bullseye-polytope", 0.03, 1, device="cuda").hash != plain.hash
     badnets = scenario_from_dict(dict(dataset="digits", attack="badnets", budget=5, target_class=1, device="auto"))
     if torch.cuda.is_available():
         with pytest.raises(ConfigError, match="runs on the CPU"):
-            prepare(badnets, 0)
+            make_plan(badnets)
     else:  # auto is the CPU here, which every attack runs on
-        assert prepare(badnets, 0)[0] == trial_seed(badnets, 0)
+        assert make_plan(badnets).device.type == "cpu"
 
 
 @pytest.mark.parametrize("attack", ["witches-brew", "metapoison"])
@@ -199,7 +223,7 @@ def test_gradient_attacks_augment_their_crafting_as_the_victim_trains_unless_tol
     def prepared(recipe, **params):
         scenario = scenario_from_dict(dict(dataset="digits", model="convnet", attack=attack, budget=10, eps=0.1,
                                            setting="scratch", recipe=recipe, attack_params=params))
-        return prepare(scenario, 0)[3]
+        return make_plan(scenario).attack
 
     assert prepared({"epochs": 1}).augment is False  # the default recipe does not augment
     assert prepared({"epochs": 1, "augment": "flip-crop"}).augment is True
@@ -213,7 +237,8 @@ def test_a_targeted_scenarios_trials_share_one_drawn_subset():
     def data(attack, **extra):
         scenario = scenario_from_dict(dict(dataset="digits", model="convnet", attack=attack, train_size=800,
                                            test_size=200, sampling="first", **extra))
-        return prepare(scenario, 0)[1], prepare(scenario, 1)[1]
+        plan = make_plan(scenario)
+        return trial_data(plan, 0), trial_data(plan, 1)
 
     first, second = data("bullseye-polytope", setting="frozen", budget=5, eps=0.1)
     assert first.train is second.train and first.test is second.test
@@ -224,7 +249,7 @@ def test_a_targeted_scenarios_trials_share_one_drawn_subset():
 def test_a_run_keeps_its_first_trials_poisons_and_the_suite_figure_reads_them(tmp_path, monkeypatch):
     """The toxic suite's figure shows trial 0 of each white-box cell: it reads the poisons the run kept instead of
     crafting them again (witches' brew from scratch took 70 s of the suite's 24 minutes to re-craft)."""
-    from poisonlab.bench import targeted as targeted_module
+    from poisonlab.bench import trial as trial_module
     from poisonlab.bench.plot import write_poison_figure
     from poisonlab.threat import PoisonSet
 
@@ -232,16 +257,17 @@ def test_a_run_keeps_its_first_trials_poisons_and_the_suite_figure_reads_them(tm
                                        eps=0.1, setting="frozen", trials=2, train_size=600, test_size=200,
                                        sampling="first", pretrain={"epochs": 2}, attack_params={"steps": 5}))
     run_scenarios([scenario], tmp_path, progress=False)
-    kept = PoisonSet.load(targeted_module.kept_poisons_path(scenario, tmp_path / "models"))
-    seed, data, threat, attack, _ = prepare(scenario, 0)
-    again = targeted_module.craft_targeted(scenario, 0, seed, data, threat, attack, str(tmp_path / "models")).poison
+    kept = PoisonSet.load(trial_module.kept_poisons_path(scenario, tmp_path / "models"))
+    plan = make_plan(scenario)
+    networks = trial_module.scenario_networks(plan, str(tmp_path / "models"))
+    again = trial_module.craft(plan, networks, [trial_module.set_up(plan, networks, 0)])[0][0]
     assert torch.equal(kept.x, again.x) and torch.equal(kept.indices, again.indices)
-    assert (kept.target_index, kept.target_class) == (again.target_index, again.target_class)
+    assert (kept.target_image_index, kept.target_class) == (again.target_image_index, again.target_class)
 
     def no_crafting(*args, **kwargs):
         raise AssertionError("the figure crafted again instead of reading the kept poisons")
 
-    monkeypatch.setattr(targeted_module, "craft_targeted", no_crafting)
+    monkeypatch.setattr(trial_module, "craft", no_crafting)
     figure = write_poison_figure([scenario], tmp_path)
     assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -67,3 +67,26 @@ def test_class_targeted_threat_needs_a_distinct_existing_source_class(digits):
         ThreatModel.for_data(digits.train, 10, target_class=3, source_class=3)
     with pytest.raises(ConfigError, match="0..9"):
         ThreatModel.for_data(digits.train, 10, target_class=3, source_class=12)
+
+
+def test_poison_sets_name_their_target_by_its_official_index_and_old_targeted_sets_are_refused(tmp_path):
+    import json
+
+    import numpy as np
+
+    poison = PoisonSet(torch.tensor([1, 4]), torch.rand(2, 1, 8, 8), torch.tensor([3, 3]), 10, "bullseye-polytope",
+                       target_class=3, target_image_index=917)
+    path = poison.save(tmp_path / "p")
+    assert json.loads(path.with_suffix(".json").read_text())["format"] == "poisonlab.PoisonSet/2"
+    assert PoisonSet.load(path).target_image_index == 917
+
+    def old_format(name: str, target_index) -> str:
+        meta = {"format": "poisonlab.PoisonSet/1", "num_classes": 10, "attack": "badnets", "target_class": 3,
+                "backdoor_mode": None, "target_index": target_index, "params": {}, "n_poisons": 2}
+        np.savez(tmp_path / name, indices=poison.indices.numpy(), x=poison.x.numpy(), y=poison.y.numpy(),
+                 metadata=np.array(json.dumps(meta)))
+        return str(tmp_path / name)
+
+    assert PoisonSet.load(old_format("untargeted.npz", None)).target_image_index is None
+    with pytest.raises(DataError, match="format-1 poison set whose target is a position"):
+        PoisonSet.load(old_format("targeted.npz", 5))

@@ -8,7 +8,7 @@ from ..threat import ThreatModel
 from .alfa import ALFA
 from .back_gradient import BackGradient
 from .badnets import BadNets
-from .base import Attack
+from .base import THREAT_FIELDS, Attack
 from .bilevel_linear import BilevelLinear
 from .blended import Blended
 from .bullseye_polytope import BullseyePolytope
@@ -20,7 +20,7 @@ from .none import NoAttack
 from .svm_kkt import SVMKKT
 from .witches_brew import WitchesBrew
 
-ATTACKS: dict[str, type] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT,
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT,
                                                        BilevelLinear, BackGradient, FeatureCollision,
                                                        ConvexPolytope, BullseyePolytope, WitchesBrew,
                                                        MetaPoison)}
@@ -40,11 +40,11 @@ def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, valida
                           "attack or set clean_label to false.")
     if attack.needs != "nothing" and surrogate is None and not surrogate_from_trial:
         raise ConfigError(f"{attack.name} needs a surrogate model for its {attack.needs}; none was given.")
-    if getattr(attack, "needs_validation", False) and (validation is None or len(validation) == 0):
+    if attack.needs_validation and (validation is None or len(validation) == 0):
         raise ConfigError(f"{attack.name} maximises the loss on the attacker's validation set: pass --val-size N "
                           "(drawn from the training split, disjoint from the training samples).")
 
 
-__all__ = ["ALFA", "ATTACKS", "Attack", "BackGradient", "BadNets", "BilevelLinear", "Blended", "BullseyePolytope",
-           "ConvexPolytope", "FeatureCollision", "LabelFlip", "MetaPoison", "NoAttack", "SVMKKT", "WitchesBrew",
-           "check_compatible", "make_attack"]
+__all__ = ["ALFA", "ATTACKS", "SVMKKT", "THREAT_FIELDS", "Attack", "BackGradient", "BadNets", "BilevelLinear",
+           "Blended", "BullseyePolytope", "ConvexPolytope", "FeatureCollision", "LabelFlip", "MetaPoison", "NoAttack",
+           "WitchesBrew", "check_compatible", "make_attack"]

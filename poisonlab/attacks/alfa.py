@@ -12,11 +12,12 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
+from .base import Attack
 from .svm_kkt import KernelSVM
 
 
 @dataclass(frozen=True)
-class ALFA:
+class ALFA(Attack):
     """Choose the `budget` labels to flip that most hurt a linear SVM, by alternating two steps: train the SVM on
     the currently tainted labels, then pick the flips that minimise Σ q_i (ξ_i - ψ_i), where ξ is the tainted
     SVM's hinge loss and ψ the clean SVM's, on each point under its kept or flipped label.
@@ -28,8 +29,7 @@ class ALFA:
 
     name: ClassVar[str] = "alfa"
     summary: ClassVar[str] = "Xiao et al. 2012: adversarial label flips against a linear SVM (alternating LP)"
-    needs: ClassVar[str] = "nothing"
-    changes_labels: ClassVar[bool] = True
+    pursues: ClassVar[str] = "availability"
 
     C: float = 1.0
     iterations: int = 10

@@ -26,7 +26,7 @@ from ..models import MODELS, build_model
 from ..models.train import loss_fn
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import check_choice
+from .base import Attack, check_choice
 from .bilevel import attacker_labels, initial_points, projected_ascent
 
 
@@ -91,7 +91,7 @@ class FlatModel:
 
 
 @dataclass(frozen=True)
-class BackGradient:
+class BackGradient(Attack):
     """Muñoz-González et al. 2017: attack points (clones with the attacker's labels) moved by projected gradient
     ascent on the validation objective of `model` trained by `train_steps` steps of full-batch gradient descent
     (learning rate `lr`, L2 `weight_decay`) from a seeded initialisation. mode="joint" moves all points together
@@ -100,9 +100,8 @@ class BackGradient:
 
     name: ClassVar[str] = "back-gradient"
     summary: ClassVar[str] = "Muñoz-González et al. 2017: ascent through T unrolled gradient-descent steps"
-    needs: ClassVar[str] = "nothing"
     needs_validation: ClassVar[bool] = True
-    changes_labels: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"source_class", "target_class"})
 
     model: str = "logistic"
     train_steps: int = 100

@@ -11,14 +11,14 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel, Trigger
-from .base import check_choice, dirty_label_backdoor
+from .base import Attack, backdoor_fields, check_choice, dirty_label_backdoor
 
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
 PATTERNS = ("white", "checkerboard", "random")
 
 
 @dataclass(frozen=True)
-class BadNets:
+class BadNets(Attack):
     """Stamp a `patch_size` square (white, checkerboard or a fixed random pattern) `margin` pixels from a corner.
 
     mode="all-to-one" relabels the poisons as the target class; "all-to-all" relabels class i as i+1.
@@ -26,8 +26,7 @@ class BadNets:
 
     name: ClassVar[str] = "badnets"
     summary: ClassVar[str] = "patch-trigger backdoor with flipped labels (all-to-one or all-to-all)"
-    needs: ClassVar[str] = "nothing"
-    changes_labels: ClassVar[bool] = True
+    pursues: ClassVar[str] = "integrity"
 
     patch_size: int = 3
     position: str = "bottom-right"
@@ -35,6 +34,9 @@ class BadNets:
     margin: int = 1
     mode: str = "all-to-one"
     pattern_seed: int = 0
+
+    def threat_fields(self) -> frozenset[str]:
+        return backdoor_fields(self.mode)
 
     def __post_init__(self) -> None:
         check_choice("position", self.position, POSITIONS)

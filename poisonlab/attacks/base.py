@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import torch
 
@@ -11,20 +13,59 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..threat import PoisonSet, ThreatModel, Trigger, backdoor_labels
 
+THREAT_FIELDS = ("eps", "target_class", "source_class")  # what a scenario may set that some attacks ignore
 
-class Attack(Protocol):
-    """Hyper-parameters as dataclass fields, one verb: craft(train, threat, surrogate, seed, validation) -> PoisonSet.
 
-    `validation` is the attacker's own held-out data, which bilevel attacks maximise their loss on.
-    """
+class Attack(ABC):
+    """The attack protocol: hyper-parameters as dataclass fields, declarations as class variables, one verb
+    `craft(train, threat, surrogate, seed, validation) -> PoisonSet`. The runner reads these declarations and
+    nothing else about an attack (tests/test_attacks_contract.py checks that it asks for no other attribute).
+
+    `needs`: what the attack asks of a surrogate network ("nothing", its "features" or its "gradients").
+    `changes_labels`: whether poisons may carry other labels than their bases (refused under clean-label).
+    `targeted`: the attack aims at one test image per trial, which the runner draws (or reads from a setups file)
+    and passes in the threat model with the adversarial class.
+    `needs_validation`: the attack maximises a loss on the attacker's own validation data (`--val-size`).
+    `crafts_together`: `craft_group` crafts several trials' poisons in one optimisation (each trial's poisons
+    are those `craft` gives it alone).
+    `augments_like_victim`: the attack has an `augment` field that the runner sets to match the victim's
+    training recipe unless the scenario sets it.
+    `honours`: the threat-model fields beyond the budget that the attack reads (of THREAT_FIELDS); a scenario
+    setting another one is refused (`threat_fields` narrows it by the attack's own parameters).
+    `pursues`: the goal the attack pursues whatever its threat model, or None: integrity when a target or
+    source class is set, availability otherwise (`goal`)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    needs: ClassVar[Literal["nothing", "features", "gradients"]]
-    changes_labels: ClassVar[bool]
+    needs: ClassVar[Literal["nothing", "features", "gradients"]] = "nothing"
+    changes_labels: ClassVar[bool] = True
+    targeted: ClassVar[bool] = False
+    needs_validation: ClassVar[bool] = False
+    crafts_together: ClassVar[bool] = False
+    augments_like_victim: ClassVar[bool] = False
+    honours: ClassVar[frozenset[str]] = frozenset()
+    pursues: ClassVar[Literal["integrity", "availability"] | None] = None
 
-    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | None = None,
-              seed: int = 0, validation: Dataset | None = None) -> PoisonSet: ...
+    @abstractmethod
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
+              seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
+        """The poisons against `train` under `threat`, seeded by `seed`."""
+
+    def craft_group(self, train: Dataset, threats: Sequence[ThreatModel],
+                    surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
+        """Several trials' poisons (one optimisation where `crafts_together`)."""
+        return [self.craft(train, t, surrogate, seed=s) for t, s in zip(threats, seeds, strict=True)]
+
+    def threat_fields(self) -> frozenset[str]:
+        """The threat-model fields (of THREAT_FIELDS) that this attack, with these parameters, reads."""
+        return self.honours
+
+    def goal(self, threat: ThreatModel) -> Literal["integrity", "availability"] | None:
+        """What the attack pursues against `threat` (or a scenario: anything with a target and a source class);
+        None: nothing, the clean baseline."""
+        if self.pursues is not None:
+            return self.pursues
+        return "integrity" if threat.target_class is not None or threat.source_class is not None else "availability"
 
 
 def choose_bases(candidates: torch.Tensor, budget: int, g: torch.Generator, what: str) -> torch.Tensor:
@@ -59,3 +100,8 @@ def dirty_label_backdoor(attack: str, train: Dataset, threat: ThreatModel, trigg
 def check_choice(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(str, allowed))}.")
+
+
+def backdoor_fields(mode: str) -> frozenset[str]:
+    """A dirty-label backdoor reads the target class when all-to-one; all-to-all maps class i to i + 1."""
+    return frozenset({"target_class"} if mode == "all-to-one" else ())

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..models.exact import solve
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import check_choice
+from .base import Attack, check_choice
 from .bilevel import attacker_labels, implicit_hypergradient, initial_points, projected_ascent, solve_psd
 
 LOSSES = {"logistic": "cross-entropy", "ridge": "squared", "lasso": "squared-l1"}
@@ -141,7 +141,7 @@ def linear_hypergradient(learner: LinearLearner, theta, x, y, points, point_labe
 
 
 @dataclass(frozen=True)
-class BilevelLinear:
+class BilevelLinear(Attack):
     """Xiao et al. 2015: attack points moved by projected gradient ascent on the attacker's validation objective
     of the exactly retrained linear learner (`learner`: logistic | ridge | lasso, the same C as the victim's
     `--optimizer exact --C`). mode="joint" (the default) optimises all points together, "greedy" one at a time
@@ -150,9 +150,8 @@ class BilevelLinear:
 
     name: ClassVar[str] = "bilevel-linear"
     summary: ClassVar[str] = "Xiao et al. 2015: gradient ascent through exact logistic/ridge/LASSO retraining (IFT)"
-    needs: ClassVar[str] = "nothing"
     needs_validation: ClassVar[bool] = True
-    changes_labels: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"source_class", "target_class"})
 
     learner: str = "logistic"
     C: float = 1.0

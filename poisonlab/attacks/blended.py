@@ -11,23 +11,25 @@ from ..data import Dataset, check_images
 from ..errors import ConfigError
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel, Trigger
-from .base import check_choice, dirty_label_backdoor
+from .base import Attack, backdoor_fields, check_choice, dirty_label_backdoor
 
 
 @dataclass(frozen=True)
-class Blended:
+class Blended(Attack):
     """x' = (1 - alpha) x + alpha * pattern, the pattern being seeded uniform noise or a given image."""
 
     name: ClassVar[str] = "blended"
     summary: ClassVar[str] = "full-image blended trigger (seeded noise or your image) with opacity alpha"
-    needs: ClassVar[str] = "nothing"
-    changes_labels: ClassVar[bool] = True
+    pursues: ClassVar[str] = "integrity"
 
     alpha: float = 0.2
     pattern: str = "noise"
     image: torch.Tensor | None = field(default=None, repr=False)
     mode: str = "all-to-one"
     pattern_seed: int = 0
+
+    def threat_fields(self) -> frozenset[str]:
+        return backdoor_fields(self.mode)
 
     def __post_init__(self) -> None:
         check_choice("pattern", self.pattern, ("noise", "image"))

@@ -13,12 +13,12 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import check_choice
+from .base import Attack, check_choice
 from .feature_space import adam_in_box, frozen, layer_features, open_stack
 
 
 @dataclass(frozen=True)
-class BullseyePolytope:
+class BullseyePolytope(Attack):
     """Minimise Σ_models Σ_layers ||(1/k) Σ_j f(x_j) - f(t)||² / ||f(t)||² over poisons x_j in the eps box of
     their bases (Aghakhani et al. 2021, eq. 3): the convex polytope with every coefficient fixed at 1/k, so the
     target lands at the poisons' centre. Several target images (the multi-target variant: views of one object)
@@ -32,6 +32,9 @@ class BullseyePolytope:
     needs: ClassVar[str] = "features"
     changes_labels: ClassVar[bool] = False
     targeted: ClassVar[bool] = True
+    crafts_together: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
+    pursues: ClassVar[str] = "integrity"
 
     steps: int = 50
     lr: float = 0.01
@@ -52,13 +55,14 @@ class BullseyePolytope:
         stack = open_stack(self, train, threats, surrogate, seeds, lambda s: generator(s, self.name))
         models, bases = stack.models, stack.bases
         with frozen(models):
-            aims = [stack.aims(m, self.layers) for m in models]
+            target_features = [stack.target_features(m, self.layers) for m in models]
 
             def loss(poisons: torch.Tensor) -> torch.Tensor:
                 total = poisons.new_zeros(())
-                for m, targets in zip(models, aims, strict=True):
-                    for f, aim in zip(layer_features(m, poisons, self.layers), targets, strict=True):
-                        total = total + ((stack.grouped(f).mean(1) - aim).pow(2).sum(1) / aim.pow(2).sum(1)).sum()
+                for m, targets in zip(models, target_features, strict=True):
+                    for f, target_feature in zip(layer_features(m, poisons, self.layers), targets, strict=True):
+                        miss = (stack.grouped(f).mean(1) - target_feature).pow(2).sum(1)
+                        total = total + (miss / target_feature.pow(2).sum(1)).sum()
                 return total / len(models)
 
             poisons = adam_in_box(bases, bases, threats[0].eps, loss, self.steps, self.lr)

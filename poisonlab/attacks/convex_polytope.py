@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import check_choice
+from .base import Attack, check_choice
 from .feature_space import adam_in_box, frozen, layer_features, open_stack
 
 
@@ -34,7 +34,7 @@ def combine(c: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ConvexPolytope:
+class ConvexPolytope(Attack):
     """min over poisons x_j (eps box) and coefficients c ≥ 0, Σ c = 1 (one set per surrogate) of
     Σ_models Σ_layers ½ ||f(t) - Σ_j c_j f(x_j)||² / ||f(t)||² (Zhu et al. 2019, eq. 2), alternating an Adam
     step on the poisons with `coefficient_steps` projected-gradient steps on c (step 1/L, L the largest
@@ -46,6 +46,9 @@ class ConvexPolytope:
     needs: ClassVar[str] = "features"
     changes_labels: ClassVar[bool] = False
     targeted: ClassVar[bool] = True
+    crafts_together: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
+    pursues: ClassVar[str] = "integrity"
 
     steps: int = 200
     lr: float = 0.01
@@ -70,26 +73,26 @@ class ConvexPolytope:
         # per surrogate, one coefficient vector per trial: (models, trials, poisons per trial)
         coefficients = torch.full((len(models), trials, stack.per), 1.0 / stack.per, device=bases.device)
         with frozen(models):
-            aims = [stack.aims(m, self.layers) for m in models]
+            target_features = [stack.target_features(m, self.layers) for m in models]
 
             def features(poisons: torch.Tensor) -> list[list[torch.Tensor]]:
                 return [[stack.grouped(f) for f in layer_features(m, poisons, self.layers)] for m in models]
 
             def loss(poisons: torch.Tensor) -> torch.Tensor:
-                return sum((0.5 * (combine(c, f) - aim).pow(2).sum(1) / aim.pow(2).sum(1)).sum()
-                           for c, fs, targets in zip(coefficients, features(poisons), aims, strict=True)
-                           for f, aim in zip(fs, targets, strict=True)) / len(models)
+                return sum((0.5 * (combine(c, f) - target_feature).pow(2).sum(1) / target_feature.pow(2).sum(1)).sum()
+                           for c, fs, targets in zip(coefficients, features(poisons), target_features, strict=True)
+                           for f, target_feature in zip(fs, targets, strict=True)) / len(models)
 
             def update_coefficients(poisons: torch.Tensor) -> None:
-                for c, fs, targets in zip(coefficients, features(poisons), aims, strict=True):
+                for c, fs, targets in zip(coefficients, features(poisons), target_features, strict=True):
                     # trials × k × (all layers), each layer scaled by its target feature's norm
-                    phi = torch.cat([f / aim.norm(dim=1)[:, None, None] for f, aim in zip(fs, targets, strict=True)], 2)
-                    aim = torch.cat([a / a.norm(dim=1, keepdim=True) for a in targets], 1)
+                    phi = torch.cat([f / t.norm(dim=1)[:, None, None] for f, t in zip(fs, targets, strict=True)], 2)
+                    target_feature = torch.cat([a / a.norm(dim=1, keepdim=True) for a in targets], 1)
                     gram = (phi[:, :, None] * phi[:, None]).sum(-1)
                     # one trial at a time: a batched SVD rounds differently from a single one
                     step = 1.0 / torch.stack([torch.linalg.matrix_norm(g, ord=2) for g in gram]).clamp_min(1e-12)
                     for _ in range(self.coefficient_steps):
-                        residual = combine(c, phi) - aim
+                        residual = combine(c, phi) - target_feature
                         c.copy_(project_simplex(c - step[:, None] * (residual[:, None] * phi).sum(-1)))
 
             poisons = adam_in_box(bases, bases, threats[0].eps, loss, self.steps, self.lr, update_coefficients)

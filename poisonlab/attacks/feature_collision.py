@@ -13,11 +13,12 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
+from .base import Attack
 from .feature_space import frozen, open_stack, project
 
 
 @dataclass(frozen=True)
-class FeatureCollision:
+class FeatureCollision(Attack):
     """argmin_x ||f(x) - f(t)||² + β ||x - b||² for every poison at once, by forward-backward splitting
     (Shafahi et al. 2018, Algorithm 1): a forward step on the feature term, the closed-form proximal step
     x = (x̂ + λβ b) / (1 + λβ), then projection into the eps box. `beta` is β0 of the paper, scaled by
@@ -30,6 +31,9 @@ class FeatureCollision:
     needs: ClassVar[str] = "features"
     changes_labels: ClassVar[bool] = False
     targeted: ClassVar[bool] = True
+    crafts_together: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
+    pursues: ClassVar[str] = "integrity"
 
     steps: int = 200
     lr: float = 0.01
@@ -53,20 +57,21 @@ class FeatureCollision:
         start = torch.cat([project(o.bases + self.opacity * (o.target.mean(0, keepdim=True) - o.bases), o.bases, eps)
                            for o in stack.openings])
         with frozen(models):
-            aims = [stack.aims(m)[0].repeat_interleave(stack.per, 0) for m in models]  # each poison's target
-            poisons = self.collide(models, bases, start, aims, eps)
+            # each poison's own trial's target feature
+            target_features = [stack.target_features(m)[0].repeat_interleave(stack.per, 0) for m in models]
+            poisons = self.collide(models, bases, start, target_features, eps)
         return stack.poison_sets(self, poisons, threats)
 
     def collide(self, models: list[Classifier], bases: torch.Tensor, start: torch.Tensor,
-                aims: list[torch.Tensor], eps: float) -> torch.Tensor:
-        """`aims`: per model, the target feature of each poison's trial (a row per poison)."""
-        beta = self.beta * (aims[0].shape[1] / bases[0].numel()) ** 2
-        scales = [aim.pow(2).sum(1) for aim in aims]
+                target_features: list[torch.Tensor], eps: float) -> torch.Tensor:
+        """`target_features`: per model, the target feature of each poison's trial (a row per poison)."""
+        beta = self.beta * (target_features[0].shape[1] / bases[0].numel()) ** 2
+        scales = [target_feature.pow(2).sum(1) for target_feature in target_features]
         poisons = start.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([poisons], lr=self.lr)
         for _ in range(self.steps):
-            loss = sum(((m.features(poisons) - aim).pow(2).sum(1) / scale).sum()
-                       for m, aim, scale in zip(models, aims, scales, strict=True)) / len(models)
+            loss = sum(((m.features(poisons) - target_feature).pow(2).sum(1) / scale).sum()
+                       for m, target_feature, scale in zip(models, target_features, scales, strict=True)) / len(models)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -56,7 +56,7 @@ class Opening:
     def poison_set(self, attack, poisons: torch.Tensor, threat: ThreatModel, **extra) -> PoisonSet:
         """The attack's result, its tensors back on the CPU; `extra` joins the attack's fields in params."""
         return PoisonSet(self.indices, poisons.detach().cpu(), self.labels.cpu().clone(), threat.num_classes,
-                         attack.name, threat.target_class, target_index=threat.target_index,
+                         attack.name, threat.target_class, target_image_index=threat.target_image_index,
                          params=asdict(attack) | extra)
 
 
@@ -88,7 +88,7 @@ class Stack:
         return x.reshape(len(self.openings), self.per, *x.shape[1:])
 
     @torch.no_grad()
-    def aims(self, model: Classifier, layers: str = "last") -> list[torch.Tensor]:
+    def target_features(self, model: Classifier, layers: str = "last") -> list[torch.Tensor]:
         """Per layer, the trials' target features as (trials, dim): each trial's mean over its target images."""
         per_trial = [[f.mean(0) for f in layer_features(model, o.target, layers)] for o in self.openings]
         return [torch.stack(layer) for layer in zip(*per_trial, strict=True)]
@@ -185,6 +185,7 @@ def relative_polytope_loss(models: Sequence[Classifier], poisons: torch.Tensor, 
         device = device_of(models[0])
         poisons, target = poisons.to(device), target.to(device)
         for m in models:
-            aim = m.features(target).mean(0)
-            values.append(float((m.features(poisons).mean(0) - aim).pow(2).sum() / aim.pow(2).sum()))
+            target_feature = m.features(target).mean(0)
+            miss = (m.features(poisons).mean(0) - target_feature).pow(2).sum()
+            values.append(float(miss / target_feature.pow(2).sum()))
     return sum(values) / len(values)

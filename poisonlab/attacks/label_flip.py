@@ -10,11 +10,11 @@ import torch
 from ..data import Dataset
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import check_choice, choose_bases, require_target
+from .base import Attack, check_choice, choose_bases, require_target
 
 
 @dataclass(frozen=True)
-class LabelFlip:
+class LabelFlip(Attack):
     """Flip the labels of `budget` random training samples, to a random other class or to the target class.
 
     to="random": each chosen sample gets a uniformly drawn wrong label (availability);
@@ -23,13 +23,14 @@ class LabelFlip:
 
     name: ClassVar[str] = "label-flip"
     summary: ClassVar[str] = "flip labels of random samples to a random other class or to the target class"
-    needs: ClassVar[str] = "nothing"
-    changes_labels: ClassVar[bool] = True
 
     to: str = "random"
 
     def __post_init__(self) -> None:
         check_choice("to", self.to, ("random", "target"))
+
+    def threat_fields(self) -> frozenset[str]:
+        return frozenset({"target_class"} if self.to == "target" else ())
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0,
               validation: Dataset | None = None) -> PoisonSet:

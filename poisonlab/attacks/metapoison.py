@@ -17,11 +17,12 @@ from ..models import Classifier, for_second_order
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
+from .base import Attack
 from .feature_space import adversarial_labels, open_targeted, project
 
 
 @dataclass(frozen=True)
-class MetaPoison:
+class MetaPoison(Attack):
     """min over poisons (eps box) of the adversarial loss L(f_θK(target), adversarial class), where θK is θ
     after `unroll` SGD steps (lr `inner_lr`) on a batch of the poisons and `batch_size` clean images,
     differentiated through the unrolled steps (Huang et al. 2020, eq. 2-3). The poisons weigh in that batch's
@@ -41,6 +42,9 @@ class MetaPoison:
     needs: ClassVar[str] = "gradients"
     changes_labels: ClassVar[bool] = False
     targeted: ClassVar[bool] = True
+    augments_like_victim: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
+    pursues: ClassVar[str] = "integrity"
 
     steps: int = 100
     lr: float = 0.025
@@ -64,7 +68,7 @@ class MetaPoison:
         target, bases, labels = opening.target, opening.bases, opening.labels
         models = [self.staggered(opening.models[0], train, stage, g) for stage in range(self.stages)]
         optimizers = [torch.optim.SGD(m.parameters(), lr=self.inner_lr, momentum=0.9) for m in models]
-        aim = adversarial_labels(target, threat.target_class)
+        adversarial = adversarial_labels(target, threat.target_class)
         weights = self.batch_weights(len(bases), len(bases) / len(train), bases.device)
         delta = torch.zeros_like(bases, requires_grad=True)
         adam = torch.optim.Adam([delta], lr=self.lr)
@@ -72,7 +76,7 @@ class MetaPoison:
             clean_x, clean_y = self.clean_batch(train, g, bases.device)
             x = augment(torch.cat([(bases + delta).clamp(0, 1), clean_x]), self.augmentation, g)
             y = torch.cat([labels, clean_y])
-            loss = sum(self.adversarial_loss(m, x, y, weights, target, aim) for m in models) / len(models)
+            loss = sum(self.adversarial_loss(m, x, y, weights, target, adversarial) for m in models) / len(models)
             (grad,) = torch.autograd.grad(loss, delta)
             delta.grad = grad
             adam.step()
@@ -86,8 +90,9 @@ class MetaPoison:
         poisons = (bases + delta.detach()).clamp(0, 1)
         clean_x, clean_y = self.clean_batch(train, g, bases.device)
         y = torch.cat([labels, clean_y])
-        before, after = (float(sum(self.adversarial_loss(m, torch.cat([x, clean_x]), y, weights, target, aim).detach()
-                                   for m in models)) / len(models) for x in (bases, poisons))
+        before, after = (float(sum(self.adversarial_loss(m, torch.cat([x, clean_x]), y, weights, target,
+                                                         adversarial).detach() for m in models)) / len(models)
+                         for x in (bases, poisons))
         return opening.poison_set(self, poisons, threat, adversarial_loss=[before, after])
 
     @property
@@ -106,8 +111,8 @@ class MetaPoison:
                           torch.full((self.batch_size,), (1 - share) / self.batch_size, device=device)])
 
     def adversarial_loss(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
-                         target: torch.Tensor, aim: torch.Tensor) -> torch.Tensor:
-        """L(f_θK(target), aim) after `unroll` differentiable SGD steps on (x, y) from the model's weights."""
+                         target: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+        """L(f_θK(target), adversarial) after `unroll` differentiable SGD steps on (x, y) from the model's weights."""
         params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
         buffers = {k: v.clone() for k, v in model.named_buffers()}  # batch-norm statistics stay the model's own
         model.train()
@@ -116,7 +121,7 @@ class MetaPoison:
             grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
             params = {k: p - self.inner_lr * gr for (k, p), gr in zip(params.items(), grads, strict=True)}
         model.eval()
-        return F.cross_entropy(functional_call(model, (params, buffers), (target,)), aim)
+        return F.cross_entropy(functional_call(model, (params, buffers), (target,)), adversarial)
 
     def staggered(self, template: Classifier, train: Dataset, stage: int, g: torch.Generator) -> Classifier:
         """A copy of the surrogate's architecture (NCHW: `for_second_order`), re-initialised and trained

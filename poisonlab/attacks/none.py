@@ -9,14 +9,21 @@ import torch
 
 from ..data import Dataset
 from ..threat import PoisonSet, ThreatModel
+from .base import THREAT_FIELDS, Attack
 
 
 @dataclass(frozen=True)
-class NoAttack:
+class NoAttack(Attack):
     name: ClassVar[str] = "none"
     summary: ClassVar[str] = "no poisoning: the clean baseline"
-    needs: ClassVar[str] = "nothing"
     changes_labels: ClassVar[bool] = False
+
+    def threat_fields(self) -> frozenset[str]:
+        """The baseline of any threat model: every field is allowed, none is used."""
+        return frozenset(THREAT_FIELDS)
+
+    def goal(self, threat: ThreatModel) -> None:
+        return None
 
     def craft(self, train: Dataset, threat: ThreatModel, surrogate=None, seed: int = 0,
               validation: Dataset | None = None) -> PoisonSet:

@@ -19,7 +19,7 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import check_choice, choose_bases
+from .base import Attack, check_choice, choose_bases
 from .bilevel import attacker_labels, initial_points, projected_ascent
 
 
@@ -95,7 +95,7 @@ def hypergradient(svm: KernelSVM, x: np.ndarray, y: np.ndarray, alpha: np.ndarra
 
 
 @dataclass(frozen=True)
-class SVMKKT:
+class SVMKKT(Attack):
     """Biggio et al. 2012: attack points with flipped labels, moved by projected gradient ascent on the validation
     hinge loss of the exactly retrained SVM, with a backtracking line search and a stopping rule.
 
@@ -109,9 +109,8 @@ class SVMKKT:
 
     name: ClassVar[str] = "svm-kkt"
     summary: ClassVar[str] = "Biggio et al. 2012: gradient ascent on an SVM's validation hinge loss via KKT"
-    needs: ClassVar[str] = "nothing"
     needs_validation: ClassVar[bool] = True
-    changes_labels: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"source_class", "target_class"})
 
     kernel: str = "linear"
     C: float = 1.0

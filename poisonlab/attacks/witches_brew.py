@@ -15,6 +15,7 @@ from ..models import Classifier, for_second_order
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
+from .base import Attack
 from .feature_space import adversarial_labels, open_targeted, project
 
 
@@ -27,8 +28,8 @@ def parameter_gradient(model: Classifier, x: torch.Tensor, y: torch.Tensor, crea
 
 def target_gradients(models: list[Classifier], target: torch.Tensor, adversarial_class: int) -> list[torch.Tensor]:
     """Per model, ∇θ L(target, adversarial class): what the poisons' gradient is aligned with."""
-    aim = adversarial_labels(target, adversarial_class)
-    return [parameter_gradient(m, target, aim).detach() for m in models]
+    adversarial = adversarial_labels(target, adversarial_class)
+    return [parameter_gradient(m, target, adversarial).detach() for m in models]
 
 
 def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: torch.Tensor, target: torch.Tensor,
@@ -47,7 +48,7 @@ def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: 
 
 
 @dataclass(frozen=True)
-class WitchesBrew:
+class WitchesBrew(Attack):
     """Maximise the gradient alignment above over perturbations in the eps box (Geiping et al. 2021, eq. 3-4):
     Adam on the signed gradient (lr in pixel units of [0, 1] images: the paper's 0.1 on images divided by
     CIFAR-10's standard deviation, ≈ 0.25; divided by 10 at 3/8, 5/8 and 7/8 of the steps),
@@ -60,6 +61,9 @@ class WitchesBrew:
     needs: ClassVar[str] = "gradients"
     changes_labels: ClassVar[bool] = False
     targeted: ClassVar[bool] = True
+    augments_like_victim: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
+    pursues: ClassVar[str] = "integrity"
 
     steps: int = 240
     lr: float = 0.025
@@ -78,17 +82,17 @@ class WitchesBrew:
         # crafting copies in eval mode (batch-norm statistics fixed), NCHW for the second-order gradients
         models = [for_second_order(m).eval() for m in opening.models]
         target, bases, labels = opening.target, opening.bases, opening.labels
-        aims = target_gradients(models, target, threat.target_class)  # fixed while the poisons move
+        target_grads = target_gradients(models, target, threat.target_class)  # fixed while the poisons move
         best, best_alignment = bases, -2.0
         for _ in range(self.restarts):
-            poisons = self.brew(models, bases, labels, target, threat, aims, g)
+            poisons = self.brew(models, bases, labels, target, threat, target_grads, g)
             alignment = float(gradient_alignment(models, poisons, labels, target, threat.target_class,
-                                                 target_grads=aims))
+                                                 target_grads=target_grads))
             if alignment > best_alignment:
                 best, best_alignment = poisons, alignment
         return opening.poison_set(self, best, threat, alignment=best_alignment)
 
-    def brew(self, models, bases, labels, target, threat, aims, g) -> torch.Tensor:
+    def brew(self, models, bases, labels, target, threat, target_grads, g) -> torch.Tensor:
         eps = threat.eps
         delta = ((torch.rand(bases.shape, generator=g).to(bases.device) * 2 - 1) * eps).requires_grad_(True)
         optimizer = torch.optim.Adam([delta], lr=self.lr)
@@ -99,7 +103,7 @@ class WitchesBrew:
             if self.augment:
                 x = augment(x, "flip-crop", g)
             loss = 1 - gradient_alignment(models, x, labels, target, threat.target_class, create_graph=True,
-                                          target_grads=aims)
+                                          target_grads=target_grads)
             (grad,) = torch.autograd.grad(loss, delta)
             delta.grad = grad.sign()
             optimizer.step()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import torch
+
 from ..data.files import atomic_write_bytes
 
 
@@ -52,12 +54,13 @@ def write_poison_figure(scenarios, out_dir: str | Path, file: str = "poisons.png
     fig, axes = plt.subplots(len(scenarios), 4, figsize=(7.2, 1.9 * len(scenarios)), squeeze=False)
     for ax_row, scenario in zip(axes, scenarios, strict=True):
         data, poisons = first_trial_poisons(scenario, Path(out_dir) / "models")
-        target = data.test.x[poisons.target_index]
+        position = int(torch.nonzero(data.test.index == poisons.target_image_index)[0, 0])
+        target = data.test.x[position]
         base, poison = data.train.x[poisons.indices[0]], poisons.x[0]
         change = poison - base
         change = (change - change.min()) / (change.max() - change.min()).clamp_min(1e-12)
         classes = data.train.classes
-        titles = (f"target ({classes[int(data.test.y[poisons.target_index])]})",
+        titles = (f"target ({classes[int(data.test.y[position])]})",
                   f"base ({classes[poisons.target_class]})", "poison", "poison − base (scaled)")
         for ax, image, title in zip(ax_row, (target, base, poison, change), titles, strict=True):
             ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if image.shape[0] == 1 else None,
@@ -78,11 +81,13 @@ def write_poison_figure(scenarios, out_dir: str | Path, file: str = "poisons.png
 def first_trial_poisons(scenario, models_dir: Path):
     """Trial 0's data and poisons: those the run kept (`kept_poisons_path`), else crafted again."""
     from ..threat import PoisonSet
-    from .targeted import craft_targeted, kept_poisons_path
-    from .trial import prepare
+    from .plan import make_plan
+    from .shared import scenario_networks, trial_data
+    from .trial import craft, kept_poisons_path, set_up
 
-    seed, data, threat, attack, _ = prepare(scenario, 0)
-    kept = kept_poisons_path(scenario, models_dir)
+    plan, kept = make_plan(scenario), kept_poisons_path(scenario, models_dir)
     if kept.is_file():
-        return data, PoisonSet.load(kept)
-    return data, craft_targeted(scenario, 0, seed, data, threat, attack, str(models_dir)).poison
+        return trial_data(plan, 0), PoisonSet.load(kept)
+    networks = scenario_networks(plan, str(models_dir))
+    setup = set_up(plan, networks, 0)
+    return setup.data, craft(plan, networks, [setup])[0][0]

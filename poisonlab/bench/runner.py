@@ -16,7 +16,7 @@ from ..device import keep_freed_memory, resolve_device
 from ..errors import ConfigError
 from .scenario import Scenario
 from .store import Store
-from .trial import prepare, run_trials
+from .trial import check_scenario, run_trials
 
 GPU_BATCH_TRIALS = 10  # trials of a scenario crafted together on a GPU unless asked otherwise
 
@@ -32,15 +32,15 @@ def run_scenarios(scenarios: Sequence[Scenario], out_dir: str | Path, workers: i
         raise ConfigError(f"trials crafted together must be >= 1; got {batch_trials}.")
     store = Store(out_dir)
     for scenario in scenarios:
-        prepare(scenario, 0)  # every configuration error surfaces before the first trial trains
+        check_scenario(scenario)  # every configuration error surfaces before the first trial trains
         store.add_scenario(scenario)
     pending = [(s, t) for s in scenarios for t in sorted(set(range(s.trials)) - store.done(s.hash))]
     total = sum(s.trials for s in scenarios)
     with make_progress(progress) as bar:
         task = bar.add_task("trials", total=total, completed=total - len(pending))
         groups = group_trials(pending, batch_trials)
-        for scenario, trial, result in execute(groups, workers, str(Path(out_dir) / "models")):
-            store.add_trial(scenario.hash, trial, result)
+        for scenario, row in execute(groups, workers, str(Path(out_dir) / "models")):
+            store.add_trial(scenario.hash, row)
             bar.update(task, advance=1, description=scenario.label)
     return store
 
@@ -59,20 +59,20 @@ def group_trials(pending: list[tuple[Scenario, int]], batch_trials: int | None) 
 
 
 def execute(groups: list[tuple[Scenario, list[int]]], workers: int, cache_dir: str):
-    """Yield (scenario, trial, result) as groups of trials finish, in this process or in `workers` processes."""
+    """Yield (scenario, row) as groups of trials finish, in this process or in `workers` processes."""
     if workers <= 1 or len(groups) <= 1:
         for scenario, trials in groups:
-            for trial, result in zip(trials, run_trials(scenario, trials, cache_dir), strict=True):
-                yield scenario, trial, result
+            for row in run_trials(scenario, trials, cache_dir):
+                yield scenario, row
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(threads,)) as pool:
         futures = {pool.submit(run_trials, s, trials, cache_dir): (s, trials) for s, trials in groups}
         for future in as_completed(futures):
-            scenario, trials = futures[future]
-            for trial, result in zip(trials, future.result(), strict=True):
-                yield scenario, trial, result
+            scenario, _ = futures[future]
+            for row in future.result():
+                yield scenario, row
 
 
 def start_worker(threads: int) -> None:

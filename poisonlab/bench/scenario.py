@@ -49,7 +49,7 @@ class Scenario(BaseModel):
     target_class: int | None = None
     source_class: int | None = None
     clean_label: bool = False
-    goal: Literal["integrity", "availability"] = "integrity"
+    goal: Literal["integrity", "availability"] | None = None
     knowledge: Literal["white-box", "grey-box", "black-box"] = "white-box"
     setting: Literal["frozen", "finetune", "scratch"] = "scratch"
     defense: str = "none"
@@ -74,16 +74,14 @@ class Scenario(BaseModel):
 
     @property
     def hash(self) -> str:
-        fields = self.model_dump(mode="json", exclude=HASH_EXCLUDES)
-        if self.defense == "none" and not self.defense_params:  # scenarios from before defenses keep their hash
-            del fields["defense"], fields["defense_params"]
-        for key, default in (("pretrain", None), ("surrogates", None), ("setups", None), ("sampling", "random"),
-                             ("device", "cpu")):
-            if fields[key] == default:  # likewise scenarios from before targeted attacks
-                del fields[key]
-        if self.setups is not None:  # the file's content, not where it lies
-            fields["setups"] = file_digest(self.setups)
-        return config_hash(fields)
+        return self.hash_of(set(type(self).model_fields) - HASH_EXCLUDES)
+
+    def hash_of(self, fields: set[str]) -> str:
+        """The hash of some of the fields (a setups file by its content, not where it lies)."""
+        values = self.model_dump(mode="json", include=fields)
+        if values.get("setups") is not None:
+            values["setups"] = file_digest(self.setups)
+        return config_hash(values)
 
     @property
     def pretrain_recipe(self) -> TrainRecipe:

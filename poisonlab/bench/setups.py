@@ -18,11 +18,12 @@ KEYS = ("target class", "target index", "base class", "base indices")
 
 @dataclass(frozen=True)
 class Setup:
-    """One trial of a setups file: a target test image (official index) and the bases (official training indices)
-    of the adversarial `base_class`."""
+    """One trial of a setups file: a target test image (its official index and its own class) and the bases
+    (official training indices) of `base_class`, the class the attacker wants the target classified as (the
+    file's "target class" is the target image's own class)."""
 
-    target_class: int
-    target_index: int
+    target_image_class: int
+    target_image_index: int
     base_class: int
     base_indices: tuple[int, ...]
 
@@ -63,11 +64,11 @@ def usable_setups(setups: tuple[Setup, ...], test: Dataset) -> list[tuple[int, S
     where = positions(test.index)
     usable = []
     for i, setup in enumerate(setups):
-        if setup.target_index in where:
-            label = int(test.y[where[setup.target_index]])
-            if label != setup.target_class:
-                raise DataError(f"setup {i}: test image {setup.target_index} has label {label} here but "
-                                f"{setup.target_class} in the setups file; the data and the file disagree.")
+        if setup.target_image_index in where:
+            label = int(test.y[where[setup.target_image_index]])
+            if label != setup.target_image_class:
+                raise DataError(f"setup {i}: test image {setup.target_image_index} has label {label} here but "
+                                f"{setup.target_image_class} in the setups file; the data and the file disagree.")
             usable.append((i, setup))
     return usable
 

@@ -1,186 +1,142 @@
-"""One trial: craft -> apply -> train the victim -> measure. Pure computation; no files, no printing."""
+"""One recipe for every trial, whatever the attack, setting and defense:
+
+    setup (data, threat, target) -> craft -> victims (poisoned, control) -> defend (optional) -> measure -> row
+
+Pure computation: no printing, no files but the model cache (which also keeps each scenario's first-trial
+poisons). A group of trials of one scenario runs together, so an attack that `crafts_together` crafts them in one
+optimisation (each trial's poisons are those it would get alone)."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 from collections.abc import Sequence
-from functools import lru_cache
+from dataclasses import dataclass
+from pathlib import Path
 
-import torch
-
-from ..attacks import check_compatible, make_attack
-from ..data import Splits, load_dataset
-from ..defenses import make_defense
-from ..device import resolve_device
+from ..attacks import check_compatible
+from ..data import Splits
 from ..errors import ConfigError
-from ..metrics import attack_success_rate, clean_accuracy
-from ..models import Classifier, ModelCache, build_model, predict, train
-from ..seeding import derive_seed
-from ..threat import ThreatModel
-from .defend import defend
+from ..metrics import attack_inputs
+from ..models import build_model, predict
+from ..threat import PoisonSet, ThreatModel
+from .defend import defend_trial
+from .measure import measure, targeted_part
+from .plan import Plan, make_plan, trial_seed
+from .rows import DefensePart, TrialRow
 from .scenario import Scenario
 from .setups import load_setups, usable_setups
-from .targeted import run_targeted_trials
+from .shared import Networks, scenario_networks, trial_data
+from .targets import Target, choose_target, targeted_threat
+from .victims import VICTIMS, FromScratch, control_victim, poisoned_victim
 
 
-@lru_cache(maxsize=4)
-def cached_splits(dataset: str, data_root: str | None) -> Splits:
-    """Each process loads a data set once (the runner reuses it across trials)."""
-    return load_dataset(dataset, root=data_root)
+@dataclass(frozen=True)
+class TrialSetup:
+    trial: int
+    seed: int
+    data: Splits
+    threat: ThreatModel
+    target: Target | None
+    victims: FromScratch
 
 
-@lru_cache(maxsize=4)
-def targeted_splits(dataset: str, data_root: str | None, classes: tuple[int, ...] | None, train_size: int | None,
-                    test_size: int | None, seed: int, val_size: int | None, first: bool) -> Splits:
-    """A targeted scenario's subset, drawn once: all its trials share it, and the same objects let the frozen
-    victims reuse the pretrained network's memoised features of it (bench.targeted.split_features)."""
-    return cached_splits(dataset, data_root).subset(classes, train_size, test_size, seed=seed, val_size=val_size,
-                                                    first=first)
+def run_trials(scenario: Scenario, trials: Sequence[int], cache_dir: str | None = None) -> list[TrialRow]:
+    """Run trials `trials` of `scenario`; trained networks are cached in `cache_dir` (None: nothing stored)."""
+    plan, networks, setups = prepare_trials(scenario, trials, cache_dir)
+    crafted = craft(plan, networks, setups)
+    if cache_dir is not None and setups[0].trial == 0 and len(crafted[0][0]):
+        crafted[0][0].save(kept_poisons_path(scenario, cache_dir))
+    together = len(trials) if plan.attack.crafts_together else 1
+    return [finish(plan, networks, setup, poison, seconds, together, cache_dir)
+            for setup, (poison, seconds) in zip(setups, crafted, strict=True)]
 
 
-def trial_seed(scenario: Scenario, trial: int) -> int:
-    """Trial i of every scenario with the same seed gets the same split and initialisation (common random
-    numbers), so a clean baseline and an attack differ only by the poisons."""
-    return derive_seed(scenario.seed, "trial", trial)
+def prepare_trials(scenario: Scenario, trials: Sequence[int], cache_dir: str | None
+                   ) -> tuple[Plan, Networks | None, list[TrialSetup]]:
+    """The plan, the scenario's pretrained networks (trained or loaded) and each trial's setup."""
+    plan = make_plan(scenario)
+    networks = scenario_networks(plan, cache_dir)
+    return plan, networks, [set_up(plan, networks, trial) for trial in trials]
 
 
-def prepare(scenario: Scenario, trial: int):
-    """The trial's data, threat model and attack, validated (raises ConfigError/DataError before any training).
-
-    A targeted attack's trials share one training set (drawn with the scenario's seed), as in the benchmark
-    protocol: the network is pretrained once and each trial draws its own target and bases."""
-    seed = trial_seed(scenario, trial)
-    attack = make_attack(scenario.attack, **scenario.attack_params)
-    targeted = getattr(attack, "targeted", False)
-    if targeted and "augment" in {f.name for f in dataclasses.fields(attack)} and \
-            "augment" not in scenario.attack_params:  # crafting augments as the victim trains, unless told
-        attack = dataclasses.replace(attack, augment=scenario.recipe.augment != "none")
-    device = resolve_device(scenario.device)  # a GPU asked for and absent fails here, before data or training
-    if targeted:
-        data = targeted_splits(scenario.dataset, scenario.data_root,
-                               None if scenario.classes is None else tuple(scenario.classes), scenario.train_size,
-                               scenario.test_size, scenario.seed, scenario.val_size, scenario.sampling == "first")
-    else:
-        data = cached_splits(scenario.dataset, scenario.data_root).subset(
-            scenario.classes, scenario.train_size, scenario.test_size, seed=seed, val_size=scenario.val_size,
-            first=scenario.sampling == "first")
-    threat = ThreatModel.for_data(data.train, scenario.budget, eps=scenario.eps, clean_label=scenario.clean_label,
-                                  target_class=scenario.target_class, source_class=scenario.source_class,
-                                  goal=scenario.goal, knowledge=scenario.knowledge, setting=scenario.setting)
-    check_compatible(attack, threat, validation=data.val, surrogate_from_trial=targeted)
-    for name in (scenario.model, *(scenario.surrogates or ())):  # fails fast on an unknown model
+def check_scenario(scenario: Scenario) -> Plan:
+    """Every check a scenario needs before its first trial trains (raises ConfigError or DataError)."""
+    plan = make_plan(scenario)
+    data = trial_data(plan, 0)
+    threat = scenario_threat(plan, data)
+    check_compatible(plan.attack, threat, validation=data.val, surrogate_from_trial=True)
+    for name in (scenario.model, *(scenario.surrogates or ())):  # the architecture fits the images
         build_model(name, data.train.shape, data.train.num_classes)
-    defense = None if scenario.defense == "none" else make_defense(scenario.defense, **scenario.defense_params)
-    if targeted and defense is not None:
-        raise ConfigError(f"defenses against targeted attacks ({scenario.attack}) are not in the trial loop yet; "
-                          "run the attack without --defense.")
-    if targeted and scenario.setups is not None:
-        check_setups(scenario, data)
-    if not targeted and device.type != "cpu":
-        raise ConfigError(f"--device {scenario.device} runs the targeted clean-label attacks (the toxic suites); "
-                          f"{scenario.attack} runs on the CPU: leave --device out.")
-    if not targeted and (scenario.setups or scenario.setting != "scratch"):
-        raise ConfigError(f"--setups and the frozen / finetune settings are for targeted clean-label attacks "
-                          f"(feature-collision, convex-polytope, bullseye-polytope, ...); {scenario.attack} trains "
-                          "its victim from scratch.")
-    return seed, data, threat, attack, defense
+    if scenario.setups is not None:
+        usable = len(usable_setups(load_setups(scenario.setups), data.test))
+        if scenario.trials > usable:
+            raise ConfigError(f"{scenario.setups} has {usable} setups whose target is in the loaded test split; "
+                              f"ask for at most {usable} trials (--trials {usable}).")
+    return plan
 
 
-def check_setups(scenario: Scenario, data: Splits) -> None:
-    usable = len(usable_setups(load_setups(scenario.setups), data.test))
-    if scenario.trials > usable:
-        raise ConfigError(f"{scenario.setups} has {usable} setups whose target is in the loaded test split; ask for "
-                          f"at most {usable} trials (--trials {usable}).")
+def scenario_threat(plan: Plan, data: Splits) -> ThreatModel:
+    s = plan.scenario
+    return ThreatModel.for_data(data.train, s.budget, eps=s.eps, clean_label=s.clean_label, target_class=s.target_class,
+                                source_class=s.source_class, goal=plan.attack.goal(s) or s.goal,
+                                knowledge=s.knowledge, setting=s.setting)
 
 
-VICTIM_FIELDS = {"dataset", "classes", "train_size", "test_size", "val_size", "model", "recipe", "seed"}
+def set_up(plan: Plan, networks: Networks | None, trial: int) -> TrialSetup:
+    """The trial's data, its threat model (with the target image, for a targeted attack) and its victims."""
+    seed, data = trial_seed(plan.scenario, trial), trial_data(plan, trial)
+    threat, target = scenario_threat(plan, data), None
+    if plan.attack.targeted:
+        target = choose_target(plan.scenario, trial, data, networks, threat.budget, seed)
+        threat = targeted_threat(threat, target, data)
+    return TrialSetup(trial, seed, data, threat, target, VICTIMS[plan.scenario.setting](plan.scenario, data, networks,
+                                                                                       seed))
 
 
-def clean_victim(scenario: Scenario, trial: int, data: Splits, cache_dir: str | None) -> Classifier:
-    """The victim trained on the clean training set of this trial; cached, so every attack scenario of a suite
-    that shares the data, model and recipe trains it once."""
-    seed = trial_seed(scenario, trial)
-
-    def build() -> Classifier:
-        return build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
-
-    def fit(model: Classifier) -> None:
-        train(model, data.train, scenario.recipe, seed=seed)
-
-    if cache_dir is None:
-        model = build()
-        fit(model)
-        return model
-    config = {"trial": trial, **scenario.model_dump(mode="json", include=VICTIM_FIELDS)}
-    if scenario.sampling != "random":
-        config["sampling"] = scenario.sampling
-    return ModelCache(cache_dir).get(config, build, fit)
-
-
-def poisoned_victim(scenario: Scenario, trial: int, poisoned, build, cache_dir: str | None) -> Classifier:
-    """The victim trained on the poisoned set; with a defense in the loop it is cached under the undefended
-    scenario's hash, so the cells of an attack × defense matrix share it (crafting is deterministic)."""
-    def fit(model: Classifier) -> None:
-        train(model, poisoned, scenario.recipe, seed=trial_seed(scenario, trial))
-
-    if cache_dir is None or scenario.defense == "none":
-        model = build()
-        fit(model)
-        return model
-    undefended = scenario.model_copy(update={"defense": "none", "defense_params": {}})
-    return ModelCache(cache_dir).get({"trial": trial, "poisoned_scenario": undefended.hash}, build, fit)
-
-
-def run_trials(scenario: Scenario, trials: Sequence[int], cache_dir: str | None = None) -> list[dict]:
-    """Run trials of `scenario`, one result each. A targeted feature-space attack crafts them together (one
-    optimisation for all, each trial's poisons those it gets alone); the others run one by one."""
-    if not getattr(make_attack(scenario.attack, **scenario.attack_params), "targeted", False):
-        return [run_trial(scenario, trial, cache_dir) for trial in trials]
-    _, data, threat, attack, _ = prepare(scenario, trials[0])
-    seeds = [trial_seed(scenario, trial) for trial in trials]
-    return run_targeted_trials(scenario, trials, seeds, data, threat, attack, cache_dir)
-
-
-def run_trial(scenario: Scenario, trial: int, cache_dir: str | None = None) -> dict:
-    """Run trial `trial` of `scenario` and return its counts and timings; clean victims are cached in `cache_dir`."""
-    seed, data, threat, attack, defense = prepare(scenario, trial)
-    if getattr(attack, "targeted", False):
-        return run_targeted_trials(scenario, [trial], [seed], data, threat, attack, cache_dir)[0]
+def craft(plan: Plan, networks: Networks | None, setups: list[TrialSetup]) -> list[tuple[PoisonSet, float]]:
+    """Each trial's poisons and crafting time (an equal share of one optimisation for an attack that crafts
+    trials together)."""
+    surrogate = networks.surrogate if networks is not None and plan.attack.needs != "nothing" else None
     start = time.perf_counter()
-    poison = attack.craft(data.train, threat, seed=seed, validation=data.val)
-    crafted = time.perf_counter()
-    clean = clean_victim(scenario, trial, data, cache_dir)
+    if plan.attack.crafts_together:
+        poisons = plan.attack.craft_group(setups[0].data.train, [s.threat for s in setups], surrogate,
+                                          [s.seed for s in setups])
+        return [(p, (time.perf_counter() - start) / len(setups)) for p in poisons]
+    crafted = []
+    for s in setups:
+        crafted.append((plan.attack.craft(s.data.train, s.threat, surrogate, seed=s.seed, validation=s.data.val),
+                        time.perf_counter() - start))
+        start = time.perf_counter()
+    return crafted
 
-    def build() -> Classifier:
-        return build_model(scenario.model, data.train.shape, data.train.num_classes, seed=seed)
 
-    poisoned = poison.apply(data.train)
-    model = poisoned_victim(scenario, trial, poisoned, build, cache_dir) if len(poison) else clean
+def finish(plan: Plan, networks: Networks | None, setup: TrialSetup, poison: PoisonSet, craft_seconds: float,
+           together: int, cache_dir: str | None) -> TrialRow:
+    """Train the victims, defend (when the scenario has a defense), measure; the trial's row."""
+    start = time.perf_counter()
+    victims, test, threat = setup.victims, setup.data.test, setup.threat
+    control = control_victim(victims, setup.trial, cache_dir)
+    victim = poisoned_victim(victims, setup.trial, poison, cache_dir) if len(poison) else control
     trained = time.perf_counter()
-    defense_row = {}
-    if defense is not None:
-        undefended = model
-        model, defense_row = defend(defense, build, data.train, poison, undefended, clean, scenario.recipe, seed,
-                                    threat.budget, data.test)
-        undefended_success = attack_success_rate(undefended, data.test, poison)
-        defense_row |= {"undefended_correct": clean_accuracy(undefended, data.test).successes,
-                        "undefended_asr_hits": None if undefended_success is None else undefended_success.successes,
-                        "defense_seconds": time.perf_counter() - trained}
-    accuracy = clean_accuracy(model, data.test)
-    success = attack_success_rate(model, data.test, poison)
-    clean_success = attack_success_rate(clean, data.test, poison)  # the rate without poisoning, for reference
-    others = torch.ones(len(data.test), dtype=torch.bool) if threat.source_class is None \
-        else data.test.y != threat.source_class  # the classes a class-targeted attack should leave alone
-    return {
-        "seed": seed, "n_train": len(data.train), "n_test": len(data.test), "n_poisons": len(poison),
-        "correct": accuracy.successes, "clean_victim_correct": clean_accuracy(clean, data.test).successes,
-        "asr_hits": None if success is None else success.successes,
-        "asr_eligible": None if success is None else success.trials,
-        "clean_victim_asr_hits": None if clean_success is None else clean_success.successes,
-        "others_correct": int((predict(model, data.test.x[others]) == data.test.y[others]).sum()),
-        "clean_victim_others_correct": int((predict(clean, data.test.x[others]) == data.test.y[others]).sum()),
-        "n_others": int(others.sum()),
-        "craft_seconds": crafted - start, "train_seconds": trained - crafted,
-        "seconds": time.perf_counter() - start, **defense_row,
-    }
+    inputs = attack_inputs(poison, test, threat.target_image if plan.attack.targeted else None)
+    undefended, on_control = (measure(m, victims.test_predictions(m), test, threat, inputs) for m in (victim, control))
+    final, defense = undefended, None
+    if plan.defense is not None:
+        defended = defend_trial(plan, victims, threat, poison, victim, control, None if inputs is None else inputs.x)
+        final = measure(defended.model, predict(defended.model, test.x), test, threat, inputs)
+        defense = DefensePart(dataclasses.asdict(defended.counts), undefended.correct, undefended.attack_hits,
+                              time.perf_counter() - trained)
+    targeted = None if setup.target is None else targeted_part(
+        networks, setup.data.train, test, threat, setup.target, poison, victim, control, setup.seed, together)
+    data = setup.data
+    return TrialRow(setup.trial, setup.seed, len(data.train), len(test), len(poison), final.correct, on_control.correct,
+                    final.attack_hits, final.attack_inputs, on_control.attack_hits, final.others_correct,
+                    on_control.others_correct, final.n_others, poison.perturbation(data.train), craft_seconds,
+                    trained - start, craft_seconds + time.perf_counter() - start, targeted, defense)
+
+
+def kept_poisons_path(scenario: Scenario, cache_dir: str | Path) -> Path:
+    """Where a run keeps its scenario's first-trial poisons, beside the cached networks: the suite's figure
+    reads them instead of crafting again, and anyone may train on them (`PoisonSet.load`)."""
+    return Path(cache_dir) / f"poisons-{scenario.hash}-trial0.npz"

@@ -3,19 +3,18 @@ against the current model during training and train on them under their true lab
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from ..data import Dataset
 from ..errors import ConfigError
-from ..models import Classifier, TrainRecipe, train
+from ..models import Classifier, train
+from .base import Defended, Defense, DefenseContext, NoCounts, check_trains_by_steps
 
 
 @dataclass
-class AdversarialPoisoning:
+class AdversarialPoisoning(Defense):
     """In every batch, a `poison_fraction` of the images (bases) is perturbed within `eps` (L-inf) by `steps`
     signed-gradient steps so that their features collide with those of other images of the same batch (the
     targets), as a feature-collision attacker would do against the current model; the step then trains on
@@ -26,7 +25,7 @@ class AdversarialPoisoning:
 
     name: ClassVar[str] = "adversarial-poisoning"
     summary: ClassVar[str] = "train on poisons crafted on the fly against the current model (Geiping et al. 2021)"
-    kind: ClassVar[str] = "training"
+    settings: ClassVar[tuple[str, ...]] = ("scratch",)
     poison_fraction: float = 0.25
     eps: float = 16 / 255
     steps: int = 3
@@ -36,11 +35,12 @@ class AdversarialPoisoning:
             raise ConfigError("adversarial-poisoning: poison_fraction must be in (0, 0.5], eps in (0, 1], steps ≥ 1; "
                               f"got {self.poison_fraction}, {self.eps}, {self.steps}.")
 
-    def fit(self, build: Callable[[], Classifier], train_set: Dataset, recipe: TrainRecipe,
-            seed: int) -> tuple[Classifier, dict]:
-        if recipe.optimizer == "exact":
-            raise ConfigError("adversarial-poisoning trains by gradient steps: use --optimizer adam or sgd.")
-        return train(build(), train_set, recipe, seed=seed, batch_hook=self.poison_batch), {}
+    def defend(self, context: DefenseContext) -> Defended:
+        """A fresh victim trained on the poisoned set with adversarial poisons crafted into every batch."""
+        check_trains_by_steps(self.name, context.recipe)
+        model = train(context.build(), context.poisoned, context.recipe, seed=context.seed,
+                      batch_hook=self.poison_batch)
+        return Defended(model, NoCounts())
 
     def poison_batch(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, g: torch.Generator):
         """Perturb the first `poison_fraction` of the (already shuffled) batch toward targets of other classes."""

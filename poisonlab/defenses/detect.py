@@ -3,7 +3,7 @@ representation it scores, robust per-class standardisation, removal of the top f
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -11,11 +11,43 @@ import torch
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..metrics import Rate, pct
 from ..models import Classifier
+from .base import Counts, Defended, Defense, DefenseContext
+
+
+@dataclass(frozen=True)
+class DetectionCounts(Counts):
+    """How many samples a detector scored and removed, how many poisons were present and removed, its AUROC."""
+
+    n_scored: int
+    n_removed: int
+    removed_poisons: int
+    n_poisons_present: int
+    detection_auroc: float | None
+
+    @classmethod
+    def summarise(cls, counts: list[DetectionCounts]) -> dict:
+        """Precision, recall (with its interval) and removal pooled over trials; AUROC averaged."""
+        removed = sum(c.n_removed for c in counts)
+        caught = sum(c.removed_poisons for c in counts)
+        recall = Rate(caught, sum(c.n_poisons_present for c in counts))
+        aurocs = [c.detection_auroc for c in counts if c.detection_auroc is not None]
+        return {"detection_precision": caught / removed if removed else None,
+                "detection_recall": recall.value if recall.total else None,
+                "detection_recall_ci": list(recall.ci) if recall.total else None,
+                "detection_auroc": sum(aurocs) / len(aurocs) if aurocs else None,
+                "removed_fraction": removed / sum(c.n_scored for c in counts)}
+
+    @staticmethod
+    def describe(summary: dict) -> str:
+        auroc = f"{summary['detection_auroc']:.3f}" if summary["detection_auroc"] is not None else "–"
+        return (f"recall {pct(summary['detection_recall'])}, precision {pct(summary['detection_precision'])}, "
+                f"AUROC {auroc}, removed {pct(summary['removed_fraction'])}")
 
 
 @dataclass
-class Detector(ABC):
+class Detector(Defense):
     """A data-sanitisation defense. `score(train, model)` gives one score per training sample (higher = more
     suspicious); the defended victim is retrained without the top `removal` fraction of the training set.
 
@@ -25,7 +57,7 @@ class Detector(ABC):
 
     name: ClassVar[str] = "detector"
     summary: ClassVar[str] = ""
-    kind: ClassVar[str] = "detector"
+    Counts: ClassVar[type] = DetectionCounts
     removal: float | None = None
     space: str = "features"
 
@@ -47,6 +79,13 @@ class Detector(ABC):
     @abstractmethod
     def score_representation(self, z: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         """Scores of representations `z` (N×D) with labels `y`: what each detector defines."""
+
+    def defend(self, context: DefenseContext) -> Defended:
+        """Score the training set, remove the most suspicious samples, retrain the victim on the rest."""
+        scores = self.score_representation(context.representation(self.space), context.poisoned.y, context.seed)
+        keep = removal_mask(scores, self.n_remove(len(scores), context.budget))
+        model = context.victim if keep.all() else context.retrain(torch.nonzero(keep).squeeze(1), None)
+        return Defended(model, detection_counts(scores, context.is_poison, keep))
 
     def n_remove(self, n_train: int, n_budget: int) -> int:
         """How many samples to drop: `removal` of the training set, or 1.5× the budget."""
@@ -114,9 +153,8 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def detection_metrics(scores: torch.Tensor, is_poison: torch.Tensor, keep: torch.Tensor) -> dict:
-    """Counts and AUROC of a detector against the known poisons: a row's raw material (pooled over trials)."""
+def detection_counts(scores: torch.Tensor, is_poison: torch.Tensor, keep: torch.Tensor) -> DetectionCounts:
+    """Counts and AUROC of a detector against the known poisons (pooled over trials by `summarise`)."""
     removed = ~keep
-    return {"n_scored": len(scores), "n_removed": int(removed.sum()),
-            "removed_poisons": int((removed & is_poison).sum()), "n_poisons_present": int(is_poison.sum()),
-            "detection_auroc": auroc(scores, is_poison)}
+    return DetectionCounts(len(scores), int(removed.sum()), int((removed & is_poison).sum()), int(is_poison.sum()),
+                           auroc(scores, is_poison))

@@ -4,21 +4,35 @@ noise bound how much any few training samples can move the model."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from ..data import Dataset
 from ..errors import ConfigError
-from ..models import Classifier, TrainRecipe
 from ..models.train import augment, loss_fn, make_optimizer
 from ..seeding import derive_seed, generator
+from .base import Counts, Defended, Defense, DefenseContext, check_trains_by_steps
+
+
+@dataclass(frozen=True)
+class PrivacyCounts(Counts):
+    """The privacy spent: ε at δ (the same in every trial of a scenario)."""
+
+    dp_epsilon: float
+    dp_delta: float
+
+    @classmethod
+    def summarise(cls, counts: list[PrivacyCounts]) -> dict:
+        return {"dp_epsilon": counts[0].dp_epsilon, "dp_delta": counts[0].dp_delta}
+
+    @staticmethod
+    def describe(summary: dict) -> str:
+        return f"(ε = {summary['dp_epsilon']:.2g}, δ = {summary['dp_delta']:.1g})"
 
 
 @dataclass
-class DPSGD:
+class DPSGD(Defense):
     """Train with Opacus (per-sample gradients, clipping to `max_grad_norm`, noise of `noise_multiplier` ×
     that norm, Poisson sampling of batches with rate batch_size / N) for the recipe's epochs, optimizer and learning
     rate. Batch norm, which mixes samples, is replaced by group norm (Opacus' ModuleValidator.fix). The privacy
@@ -26,7 +40,8 @@ class DPSGD:
 
     name: ClassVar[str] = "dp-sgd"
     summary: ClassVar[str] = "per-sample clipping and Gaussian noise via Opacus (Abadi et al. 2016; Hong et al. 2020)"
-    kind: ClassVar[str] = "training"
+    Counts: ClassVar[type] = PrivacyCounts
+    settings: ClassVar[tuple[str, ...]] = ("scratch",)
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     delta: float | None = None
@@ -36,19 +51,19 @@ class DPSGD:
             raise ConfigError("dp-sgd: noise_multiplier must be ≥ 0, max_grad_norm > 0 and delta in (0, 1); got "
                               f"{self.noise_multiplier}, {self.max_grad_norm}, {self.delta}.")
 
-    def fit(self, build: Callable[[], Classifier], train_set: Dataset, recipe: TrainRecipe,
-            seed: int) -> tuple[Classifier, dict]:
+    def defend(self, context: DefenseContext) -> Defended:
+        """A fresh victim trained privately on the poisoned set, and the privacy it spent."""
         from opacus import PrivacyEngine
         from opacus.validators import ModuleValidator
 
-        if recipe.optimizer == "exact":
-            raise ConfigError("dp-sgd trains by gradient steps: use --optimizer adam or sgd, not exact.")
+        recipe, seed, train_set = context.recipe, context.seed, context.poisoned
+        check_trains_by_steps(self.name, recipe)
         with torch.random.fork_rng(), warnings.catch_warnings():
             # seeded generators are deliberate (reproducible runs); Opacus' hooks warn on inputs without grad
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             torch.manual_seed(derive_seed(seed, "dp-sgd") % 2**63)
-            model = ModuleValidator.fix(build())
+            model = ModuleValidator.fix(context.build())
             optimizer = make_optimizer(list(model.parameters()), recipe)
             loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_set.x, train_set.y),
                                                  batch_size=recipe.batch_size, shuffle=True,
@@ -69,4 +84,4 @@ class DPSGD:
                     optimizer.step()
         delta = self.delta if self.delta is not None else 1 / len(train_set)
         epsilon = engine.get_epsilon(delta) if self.noise_multiplier > 0 else float("inf")
-        return private._module.eval(), {"dp_epsilon": epsilon, "dp_delta": delta}
+        return Defended(private._module.eval(), PrivacyCounts(epsilon, delta))

@@ -3,21 +3,39 @@ certificate of how many poisoned samples cannot change each prediction."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..data import Dataset
 from ..errors import ConfigError
-from ..models import Classifier, TrainRecipe, predict, train
+from ..metrics import pct
+from ..models import predict
 from ..seeding import derive_seed
+from .base import Counts, Defended, Defense, DefenseContext
+
+
+@dataclass(frozen=True)
+class CertificateCounts(Counts):
+    """Certified accuracy of the vote on the test set at radius 0, 1, ... (Levine & Feizi's certificate)."""
+
+    certified_accuracy: list[float]
+
+    @classmethod
+    def summarise(cls, counts: list[CertificateCounts]) -> dict:
+        """The curve averaged over trials (each trial's as long as its largest certified radius allows)."""
+        length = min(len(c.certified_accuracy) for c in counts)
+        return {"certified_accuracy": [sum(c.certified_accuracy[r] for c in counts) / len(counts)
+                                       for r in range(length)]}
+
+    @staticmethod
+    def describe(summary: dict) -> str:
+        return "certified accuracy at radius 0, 1, …: " + ", ".join(pct(v) for v in summary["certified_accuracy"])
 
 
 @dataclass
-class DPA:
+class DPA(Defense):
     """Split the training set into `partitions` parts by a hash of each image (not of its label, so a label flip
     stays in its part), train one model per part, predict by plurality vote (ties to the smaller class).
 
@@ -27,7 +45,7 @@ class DPA:
 
     name: ClassVar[str] = "dpa"
     summary: ClassVar[str] = "k models on hash-partitioned data, plurality vote, certified radius (Levine & Feizi)"
-    kind: ClassVar[str] = "training"
+    Counts: ClassVar[type] = CertificateCounts
     partitions: int = 10
 
     def __post_init__(self) -> None:
@@ -40,19 +58,17 @@ class DPA:
         weights = torch.randint(1, 2**20, (pixels.shape[1],), generator=torch.Generator().manual_seed(1))
         return (pixels * weights).sum(1) % self.partitions
 
-    def fit(self, build: Callable[[], Classifier], train_set: Dataset, recipe: TrainRecipe,
-            seed: int) -> tuple[VoteEnsemble, dict]:
-        parts = self.partition(train_set.x)
+    def defend(self, context: DefenseContext) -> Defended:
+        """One victim per partition of the poisoned set (the setting's training), their vote, its certificate."""
+        parts = self.partition(context.poisoned.x)
         sizes = torch.bincount(parts, minlength=self.partitions)
         if int(sizes.min()) == 0:
-            raise ConfigError(f"dpa: {self.partitions} partitions of {len(train_set)} training samples leave some "
+            raise ConfigError(f"dpa: {self.partitions} partitions of {len(parts)} training samples leave some "
                               "empty; use fewer partitions.")
-        models = []
-        for k in range(self.partitions):
-            model = build()
-            part = train_set.take(torch.nonzero(parts == k).squeeze(1))
-            models.append(train(model, part, recipe, seed=derive_seed(seed, "dpa", k)))
-        return VoteEnsemble(models, train_set.num_classes), {}
+        models = [context.retrain(torch.nonzero(parts == k).squeeze(1), derive_seed(context.seed, "dpa", k))
+                  for k in range(self.partitions)]
+        vote = VoteEnsemble(models, context.poisoned.num_classes)
+        return Defended(vote, CertificateCounts(certified_accuracy(vote.votes(context.test.x), context.test.y)))
 
 
 class VoteEnsemble(nn.Module):

@@ -3,6 +3,7 @@ a backdoored class needs a far smaller one (anomaly index by median absolute dev
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -11,8 +12,10 @@ from torch.nn import functional as F
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..metrics import pct
 from ..models import Classifier, TrainRecipe, train
 from ..seeding import derive_seed, generator
+from .base import Counts, Defended, Defense, DefenseContext, defender_images
 
 
 @dataclass
@@ -27,8 +30,32 @@ class Inspection:
     patterns: torch.Tensor = field(repr=False)
 
 
+@dataclass(frozen=True)
+class InspectionCounts(Counts):
+    """The classes flagged on the poisoned victim and on the control, whether the attacker's class was among
+    the first, and the per-class anomaly index and mask norms."""
+
+    flagged_classes: list[int]
+    control_flagged_classes: list[int]
+    target_flagged: bool | None
+    anomaly_index: list[float]
+    mask_norms: list[float]
+
+    @classmethod
+    def summarise(cls, counts: list[InspectionCounts]) -> dict:
+        known = [c.target_flagged for c in counts if c.target_flagged is not None]
+        return {"target_flagged_rate": sum(known) / len(known) if known else None,
+                "control_false_flag_rate": sum(bool(c.control_flagged_classes) for c in counts) / len(counts),
+                "flagged_classes": [c.flagged_classes for c in counts]}
+
+    @staticmethod
+    def describe(summary: dict) -> str:
+        return (f"target flagged in {pct(summary['target_flagged_rate'])} of trials; control flagged in "
+                f"{pct(summary['control_false_flag_rate'])}")
+
+
 @dataclass
-class NeuralCleanse:
+class NeuralCleanse(Defense):
     """For every class t at once, optimise a mask m and pattern p minimising CE(f((1−m)⊙x + m⊙p), t) + λ_t‖m‖₁
     over clean images (Wang et al. 2019, Eq. 3); λ_t is raised while the reversed trigger reaches
     `success_threshold` and lowered otherwise, as in the paper's schedule. A class whose mask norm lies more than
@@ -46,7 +73,7 @@ class NeuralCleanse:
 
     name: ClassVar[str] = "neural-cleanse"
     summary: ClassVar[str] = "reverse-engineer a minimal trigger per class, MAD anomaly index (Wang et al. 2019)"
-    kind: ClassVar[str] = "inspection"
+    Counts: ClassVar[type] = InspectionCounts
     steps: int = 300
     mask_init: float = -4.0
     batch_size: int = 16
@@ -71,9 +98,21 @@ class NeuralCleanse:
             raise ConfigError(f"neural-cleanse: clean_fraction must be in (0, 1] and threshold > 0; got "
                               f"{self.clean_fraction}, {self.threshold}.")
 
-    def inspect(self, model: Classifier, clean: Dataset, seed: int = 0) -> Inspection:
-        """Reverse-engineer one trigger per class from `clean` images and flag the anomalous classes."""
-        masks, patterns, success = self.reverse_triggers(model, clean, seed)
+    def defend(self, context: DefenseContext) -> Defended:
+        """Inspect the victim (and the control, for false flags); unlearn the flagged classes' triggers."""
+        defender_data = self.defender_data(context.clean_train, context.seed)
+        inspection = self.inspect(context.victim, defender_data, context.seed)
+        on_control = self.inspect(context.control, defender_data, context.seed)
+        target = context.target_class
+        counts = InspectionCounts(inspection.flagged, on_control.flagged,
+                                  None if target is None else target in inspection.flagged,
+                                  inspection.anomaly_index.tolist(), inspection.mask_norms.tolist())
+        model = self.mitigate(copy.deepcopy(context.victim), defender_data, inspection, context.recipe, context.seed)
+        return Defended(model, counts)
+
+    def inspect(self, model: Classifier, defender_data: Dataset, seed: int = 0) -> Inspection:
+        """Reverse-engineer one trigger per class from the defender's clean images; flag the anomalous classes."""
+        masks, patterns, success = self.reverse_triggers(model, defender_data, seed)
         norms = masks.flatten(1).sum(1)
         median = norms.median()
         mad = (norms - median).abs().median() * 1.4826
@@ -84,8 +123,8 @@ class NeuralCleanse:
             flagged = [int(norms.argmin())] if smallest < self.gap_ratio * second else []
         return Inspection(norms, success, anomaly, flagged, masks, patterns)
 
-    def reverse_triggers(self, model: Classifier, clean: Dataset, seed: int):
-        k, (c, h, w) = clean.num_classes, clean.shape
+    def reverse_triggers(self, model: Classifier, defender_data: Dataset, seed: int):
+        k, (c, h, w) = defender_data.num_classes, defender_data.shape
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -97,7 +136,7 @@ class NeuralCleanse:
         targets = torch.arange(k).repeat_interleave(self.batch_size)
         hits = torch.zeros(k)
         for step in range(self.steps):
-            x = clean.x[torch.randint(len(clean), (self.batch_size,), generator=g)]
+            x = defender_data.x[torch.randint(len(defender_data), (self.batch_size,), generator=g)]
             mask, pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
             stamped = (1 - mask[:, None]) * x[None] + (mask * pattern)[:, None]  # K×B×C×H×W
             logits = model(stamped.flatten(0, 1))
@@ -115,21 +154,20 @@ class NeuralCleanse:
         return torch.sigmoid(mask_logit).detach(), torch.sigmoid(pattern_logit).detach(), hits
 
     def defender_data(self, train_set: Dataset, seed: int) -> Dataset:
-        n = max(1, round(self.clean_fraction * len(train_set)))
-        return train_set.take(torch.randperm(len(train_set), generator=generator(seed, "nc-clean"))[:n])
+        return defender_images(train_set, self.clean_fraction, seed, "nc-clean")
 
-    def mitigate(self, model: Classifier, held: Dataset, inspection: Inspection, recipe: TrainRecipe,
+    def mitigate(self, model: Classifier, defender_data: Dataset, inspection: Inspection, recipe: TrainRecipe,
                  seed: int) -> Classifier:
-        """Unlearn each flagged class's reversed trigger: fine-tune on `held`, a fifth of it stamped per class."""
+        """Unlearn each flagged class's reversed trigger: fine-tune on the defender's clean images, a fifth of
+        them stamped per flagged class."""
         if not inspection.flagged or not self.unlearn:
             return model
         g = generator(seed, "nc-unlearn")
-        x = held.x.clone()
-        stamp = torch.randperm(len(held), generator=g)[: len(held) // 5]
+        x = defender_data.x.clone()
+        stamp = torch.randperm(len(defender_data), generator=g)[: len(defender_data) // 5]
         for i, c in zip(stamp.tensor_split(len(inspection.flagged)), inspection.flagged, strict=True):
             mask, pattern = inspection.masks[c], inspection.patterns[c]
             x[i] = (1 - mask) * x[i] + mask * pattern
-        fine_tune = recipe.model_copy(update={"epochs": self.unlearn_epochs,
-                                              "schedule": "constant"})
-        return train(model, held.with_samples(torch.arange(len(held)), x, held.y), fine_tune,
-                     seed=derive_seed(seed, "unlearn"))
+        fine_tune = recipe.model_copy(update={"epochs": self.unlearn_epochs, "schedule": "constant"})
+        stamped = defender_data.with_samples(torch.arange(len(defender_data)), x, defender_data.y)
+        return train(model, stamped, fine_tune, seed=derive_seed(seed, "unlearn"))

@@ -12,12 +12,37 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..metrics import pct
 from ..models import Classifier
 from ..seeding import derive_seed, generator
+from .base import Counts, Defended, Defense, DefenseContext, defender_images
+
+
+@dataclass(frozen=True)
+class RejectionCounts(Counts):
+    """How many clean test inputs, and how many of the attack's inputs (triggered test images, the target
+    image), an input filter rejected."""
+
+    rejected_clean: int
+    n_clean: int
+    rejected_attack_inputs: int | None
+    n_attack_inputs: int | None
+
+    @classmethod
+    def summarise(cls, counts: list[RejectionCounts]) -> dict:
+        attack = [c for c in counts if c.n_attack_inputs]
+        return {"rejection_clean": sum(c.rejected_clean for c in counts) / sum(c.n_clean for c in counts),
+                "rejection_attack_inputs": sum(c.rejected_attack_inputs for c in attack)
+                / sum(c.n_attack_inputs for c in attack) if attack else None}
+
+    @staticmethod
+    def describe(summary: dict) -> str:
+        return (f"rejects {pct(summary['rejection_attack_inputs'])} of the attack's inputs, "
+                f"{pct(summary['rejection_clean'])} of clean test inputs")
 
 
 @dataclass
-class STRIP:
+class STRIP(Defense):
     """Superimpose each input on `overlays` random held-out clean images, average the
     entropy of the predicted distributions (Gao et al. 2019, Eq. 1-2), and reject inputs whose entropy is below
     the `false_rejection` quantile of the held-out clean images' entropies (the paper's threshold from a chosen
@@ -28,7 +53,7 @@ class STRIP:
 
     name: ClassVar[str] = "strip"
     summary: ClassVar[str] = "test-time rejection of inputs with low entropy under superimposition (Gao et al.)"
-    kind: ClassVar[str] = "input-filter"
+    Counts: ClassVar[type] = RejectionCounts
     overlays: int = 20
     blend: str = "add"
     alpha: float = 0.5
@@ -42,9 +67,17 @@ class STRIP:
                               f"clean_fraction in (0, 1); got {self.overlays}, {self.blend!r}, {self.alpha}, "
                               f"{self.false_rejection}, {self.clean_fraction}.")
 
+    def defend(self, context: DefenseContext) -> Defended:
+        """The victim behind STRIP, and how many clean and attack test inputs it rejects."""
+        guarded = self.fit(context.victim, self.defender_data(context.clean_train, context.seed), context.seed)
+        attack = context.attack_inputs
+        counts = RejectionCounts(rejections(guarded, context.test.x), len(context.test),
+                                 None if attack is None else rejections(guarded, attack),
+                                 None if attack is None else len(attack))
+        return Defended(guarded, counts)
+
     def defender_data(self, train_set: Dataset, seed: int) -> Dataset:
-        n = max(2, round(self.clean_fraction * len(train_set)))
-        return train_set.take(torch.randperm(len(train_set), generator=generator(seed, "strip-clean"))[:n])
+        return defender_images(train_set, self.clean_fraction, seed, "strip-clean", at_least=2)
 
     @torch.no_grad()
     def entropy(self, model: Classifier, x: torch.Tensor, references: torch.Tensor, seed: int,
@@ -61,12 +94,12 @@ class STRIP:
             out.append(-(p * p.clamp_min(1e-12).log()).sum(1).view(len(chunk), -1).mean(1))
         return torch.cat(out) if out else torch.empty(0)
 
-    def fit(self, model: Classifier, held: Dataset, seed: int) -> RejectingClassifier:
-        """The model with STRIP in front: overlays drawn from the held images, its threshold set on their own
-        entropies (an image rarely meets itself among its overlays)."""
-        entropies = self.entropy(model, held.x, held.x, derive_seed(seed, "calibration"))
+    def fit(self, model: Classifier, defender_data: Dataset, seed: int) -> RejectingClassifier:
+        """The model with STRIP in front: overlays drawn from the defender's clean images, its threshold set on
+        their own entropies (an image rarely meets itself among its overlays)."""
+        entropies = self.entropy(model, defender_data.x, defender_data.x, derive_seed(seed, "calibration"))
         threshold = torch.quantile(entropies, self.false_rejection)
-        return RejectingClassifier(model, self, held.x, float(threshold), seed)
+        return RejectingClassifier(model, self, defender_data.x, float(threshold), seed)
 
 
 class RejectingClassifier(nn.Module):
@@ -91,3 +124,8 @@ class RejectingClassifier(nn.Module):
         logits = self.model(x)
         reject = torch.where(self.rejected(x), float("inf"), float("-inf"))
         return torch.cat([logits, reject[:, None]], 1)
+
+
+def rejections(guarded: RejectingClassifier, x: torch.Tensor, batch_size: int = 1024) -> int:
+    """How many of `x` the filter rejects, asked in the chunks `predict` uses (so its memo serves both)."""
+    return sum(int(guarded.rejected(chunk).sum()) for chunk in x.split(batch_size))

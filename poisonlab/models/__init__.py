@@ -10,7 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from .architectures import Classifier, convnet, convnet_wide, lasso, linear_svm, logistic, mlp, resnet8, resnet18, ridge
-from .cache import ModelCache, config_hash
+from .cache import ModelCache, cached_model, config_hash
 from .train import TrainRecipe, evaluate, predict, train
 
 
@@ -60,5 +60,5 @@ def for_second_order(model: Classifier) -> Classifier:
     return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
 
 
-__all__ = ["MODELS", "Classifier", "ModelCache", "TrainRecipe", "build_model", "config_hash", "evaluate",
-           "for_second_order", "predict", "train"]
+__all__ = ["MODELS", "Classifier", "ModelCache", "TrainRecipe", "build_model", "cached_model", "config_hash",
+           "evaluate", "for_second_order", "predict", "train"]

@@ -58,14 +58,21 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
         if group.get("optional") and (reason := unavailable(base["dataset"], data_root)):
             skipped.append(f"{base['dataset']}: {reason}")
             continue
-        for entry in spec["attacks"]:
-            if entry["name"] in group.get("skip_attacks", []):
-                continue
+        for entry in in_group(spec["attacks"], group, "attacks", "name"):
             for budget in entry.get("budgets", [None]):
-                for defense in spec.get("defenses", [{"defense": "none"}]):
+                for defense in in_group(spec.get("defenses", [{"defense": "none"}]), group, "defenses", "defense"):
                     scenarios.append(group_scenario(base, group, entry, name, budget, defense))
     return Suite(name, spec["description"], scenarios, skipped, spec.get("plot"), "defenses" in spec,
                  bool(spec.get("toxic")))
+
+
+def in_group(entries: list[dict], group: dict, key: str, name: str) -> list[dict]:
+    """The suite's attack (or defense) entries a group runs: those its `attacks` (`defenses`) list names, or all."""
+    chosen = group.get(key)
+    unknown = set(chosen or ()) - {e[name] for e in entries}
+    if unknown:
+        raise ConfigError(f"a suite group lists {key} {sorted(unknown)} that the suite does not define.")
+    return [e for e in entries if chosen is None or e[name] in chosen]
 
 
 def group_scenario(base: dict, group: dict, entry: dict, suite: str, budget=None, defense: dict | None = None

@@ -1,0 +1,107 @@
+"""A scenario made ready to run: its attack and defense built, every setting checked against what they declare.
+Everything a user can get wrong is refused here, with what was given and what is expected, before any data is
+loaded or any network trained; nothing below re-checks it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ..attacks import THREAT_FIELDS, Attack, make_attack
+from ..defenses import Defense, make_defense
+from ..device import resolve_device
+from ..errors import ConfigError
+from ..models import MODELS
+from ..seeding import derive_seed
+from .scenario import Scenario
+
+DEFAULTS = {"eps": 1.0, "target_class": None, "source_class": None}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """`pretrains`: the trials start from networks pretrained on the clean training set (the victim's own
+    architecture for frozen and fine-tuned victims and the white-box attacker, surrogates for the others),
+    so the scenario's trials share one drawn training set; otherwise each trial draws its own."""
+
+    scenario: Scenario
+    attack: Attack
+    defense: Defense | None
+    device: torch.device
+
+    @property
+    def pretrains(self) -> bool:
+        return self.scenario.setting != "scratch" or self.attack.needs != "nothing"
+
+
+def make_plan(scenario: Scenario) -> Plan:
+    """The scenario's attack (its `augment` matched to the victim's recipe where it declares so) and defense,
+    after every check that needs no data."""
+    attack = make_attack(scenario.attack, **scenario.attack_params)
+    if attack.augments_like_victim and "augment" not in scenario.attack_params:
+        attack = dataclasses.replace(attack, augment=scenario.recipe.augment != "none")
+    defense = None if scenario.defense == "none" else make_defense(scenario.defense, **scenario.defense_params)
+    plan = Plan(scenario, attack, defense, resolve_device(scenario.device))
+    check_threat_fields(plan)
+    check_networks(plan)
+    check_defense(plan)
+    return plan
+
+
+def check_threat_fields(plan: Plan) -> None:
+    """A threat-model field the attack does not read is refused (it would run as if it were not set)."""
+    scenario, attack = plan.scenario, plan.attack
+    for name in THREAT_FIELDS:
+        if getattr(scenario, name) != DEFAULTS[name] and name not in attack.threat_fields():
+            raises = ", ".join(sorted(attack.threat_fields())) or "none of them"
+            raise ConfigError(f"{attack.name} does not read {name} (it reads {raises}); a run with "
+                              f"{name}={getattr(scenario, name)} would ignore it: leave it out.")
+    if scenario.setups is not None and not attack.targeted:
+        raise ConfigError(f"--setups gives the targets of targeted attacks (feature-collision, convex-polytope, ...); "
+                          f"{attack.name} has no target image: leave it out.")
+
+
+def check_networks(plan: Plan) -> None:
+    """Knowledge, surrogates and pretraining are for attacks that craft on a network; the device for the
+    targeted attacks (every other attack runs on the CPU)."""
+    scenario, attack = plan.scenario, plan.attack
+    for name in (scenario.model, *(scenario.surrogates or ())):
+        if name not in MODELS:
+            raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+    if attack.needs == "nothing":
+        if scenario.knowledge != "white-box" or scenario.surrogates is not None:
+            raise ConfigError(f"knowledge and surrogates choose the networks an attacker crafts on; {attack.name} "
+                              "crafts on none: leave --knowledge and surrogates out.")
+    if scenario.pretrain is not None and not plan.pretrains:
+        raise ConfigError(f"pretrain is the recipe of the networks a victim starts from or an attacker crafts on; "
+                          f"{attack.name} trained from scratch uses none: leave it out.")
+    if scenario.setting != "scratch" and scenario.model not in PRETRAINABLE:
+        raise ConfigError(f"the {scenario.setting} setting retrains a pretrained network's last layer or all of "
+                          f"it; {scenario.model} has no feature extractor to pretrain: use one of "
+                          f"{', '.join(PRETRAINABLE)}, or --setting scratch.")
+    if plan.device.type != "cpu" and not attack.targeted:
+        raise ConfigError(f"--device {scenario.device} runs the targeted clean-label attacks (the toxic suites); "
+                          f"{attack.name} runs on the CPU: leave --device out.")
+    if scenario.goal is not None and (goal := attack.goal(scenario)) not in (None, scenario.goal):
+        raise ConfigError(f"{attack.name} pursues {goal} here, not goal {scenario.goal}: leave the goal out (each "
+                          "attack's is recorded in its rows) or choose an attack that pursues it.")
+
+
+PRETRAINABLE = tuple(name for name in MODELS if name not in ("logistic", "linear-svm", "ridge", "lasso"))
+
+
+def check_defense(plan: Plan) -> None:
+    if plan.defense is None:
+        return
+    plan.defense.check(plan.scenario.setting)
+    if plan.device.type != "cpu":
+        raise ConfigError(f"defenses run on the CPU; {plan.defense.name} with --device {plan.scenario.device} is not "
+                          "supported: leave --device out.")
+
+
+def trial_seed(scenario: Scenario, trial: int) -> int:
+    """Trial i of every scenario with the same seed gets the same split and initialisation (common random
+    numbers), so a clean baseline and an attack differ only by the poisons."""
+    return derive_seed(scenario.seed, "trial", trial)

@@ -1,0 +1,83 @@
+"""The result of one trial, as stored in results.sqlite and read by the summary: one declared type with an
+optional targeted part (one target image per trial) and an optional defense part. `SCHEMA_VERSION` names this
+layout in the store; a store of another version is refused, never read half-right."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class TargetedPart:
+    """A targeted trial: its target test image (official index, own class), the class the attacker wants for it,
+    where it came from (a setups file's entry, bases topped up, setups skipped), the adversarial loss of the
+    target on the victim and the control, the poisons' relative feature loss on the pretrained network beside
+    that of random ±eps noise on the same bases (bullseye's yardstick), and how many trials were crafted in one
+    optimisation with this one."""
+
+    target_image_index: int
+    target_image_class: int
+    target_class: int
+    setup: int | None
+    bases_topped_up: int
+    setups_skipped: int
+    target_adversarial_loss: float
+    control_adversarial_loss: float
+    relative_feature_loss: float
+    noise_feature_loss: float
+    trials_crafted_together: int
+
+
+@dataclass(frozen=True)
+class DefensePart:
+    """A defended trial: the defense's own counts (their type is the defense's `Counts`), the undefended
+    victim's correct test predictions and attack hits, and the defense's time. The row's own counts are the
+    defended victim's."""
+
+    counts: dict
+    undefended_correct: int
+    undefended_attack_hits: int | None
+    defense_seconds: float
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial. `correct`: test images the victim classifies correctly; `attack_hits` of `attack_inputs`: the
+    inputs the attack aims at (triggered test images, the source class, the target image) classified as the
+    attacker wants (None: an availability attack); `others_*`: the test images the attack should leave alone
+    (all but a class-targeted attack's source class). Each count has its `control_` twin: the same victim trained
+    on the clean training set. `max_perturbation`: the largest L-inf change of a poison from its base."""
+
+    trial: int
+    seed: int
+    n_train: int
+    n_test: int
+    n_poisons: int
+    correct: int
+    control_correct: int
+    attack_hits: int | None
+    attack_inputs: int | None
+    control_attack_hits: int | None
+    others_correct: int
+    control_others_correct: int
+    n_others: int
+    max_perturbation: float
+    craft_seconds: float
+    train_seconds: float
+    seconds: float
+    targeted: TargetedPart | None = None
+    defense: DefensePart | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrialRow:
+        """A row as `to_dict` wrote it (a missing or unknown field is an error: the store's version says which
+        layout it holds)."""
+        parts = {"targeted": TargetedPart, "defense": DefensePart}
+        values = {k: parts[k](**v) if k in parts and v is not None else v for k, v in data.items()}
+        return cls(**values)

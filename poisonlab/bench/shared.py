@@ -1,0 +1,139 @@
+"""What a scenario's trials share: the loaded data, the training subset (drawn once when the trials start from
+pretrained networks, else per trial), and those networks: the victim's architecture pretrained on the clean
+training set (`reference`: frozen and fine-tuned victims start from it, a white-box attacker crafts on it), the
+attacker's surrogates, and the reference's features of the clean splits, computed once.
+
+A process keeps the data and networks of the scenarios it ran last (keyed by the fields they depend on), so a
+scenario's trials, run one after another, load them once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import torch
+
+from ..data import Dataset, Splits, load_dataset
+from ..device import device_of, resolve_device
+from ..models import Classifier, build_model, cached_model, train
+from ..seeding import derive_seed
+from ..threat import PoisonSet
+from .plan import Plan, trial_seed
+from .scenario import Scenario
+
+BLACK_BOX = ("convnet-wide", "resnet8")  # other architectures than the victim's, pretrained on the same data
+DATA_FIELDS = {"dataset", "data_root", "classes", "train_size", "test_size", "val_size", "sampling"}
+NETWORK_FIELDS = DATA_FIELDS | {"model", "pretrain", "knowledge", "surrogates", "seed", "device"}
+
+
+@lru_cache(maxsize=4)
+def cached_splits(dataset: str, data_root: str | None) -> Splits:
+    """Each process loads a data set once."""
+    return load_dataset(dataset, root=data_root)
+
+
+@lru_cache(maxsize=4)
+def shared_subset(fields: str) -> Splits:
+    """The subset a scenario's trials share, drawn with the scenario's seed (the same objects for every trial,
+    so the networks' memoised features of it serve them all)."""
+    return draw_subset(Scenario.model_validate_json(fields), None)
+
+
+def draw_subset(scenario: Scenario, seed: int | None) -> Splits:
+    return cached_splits(scenario.dataset, scenario.data_root).subset(
+        scenario.classes, scenario.train_size, scenario.test_size, seed=scenario.seed if seed is None else seed,
+        val_size=scenario.val_size, first=scenario.sampling == "first")
+
+
+def trial_data(plan: Plan, trial: int) -> Splits:
+    """The trial's data: the scenario's shared subset when it pretrains, else the trial's own draw."""
+    scenario = plan.scenario
+    if plan.pretrains:
+        return shared_subset(scenario.model_dump_json(include=DATA_FIELDS | {"seed"}))
+    return draw_subset(scenario, trial_seed(scenario, trial))
+
+
+@dataclass(eq=False)
+class Networks:
+    """A scenario's pretrained networks (see the module's docstring) and the reference's clean features."""
+
+    reference: Classifier
+    surrogates: list[Classifier]
+    data: Splits
+
+    @property
+    def surrogate(self) -> Classifier | list[Classifier]:
+        return self.surrogates if len(self.surrogates) > 1 else self.surrogates[0]
+
+    @cached_property
+    def train_features(self) -> torch.Tensor:
+        return features_of(self.reference, self.data.train)
+
+    @cached_property
+    def test_features(self) -> torch.Tensor:
+        return features_of(self.reference, self.data.test)
+
+    def poisoned_features(self, poison: PoisonSet | None) -> torch.Tensor:
+        """The reference's features of the training set with `poison` in it (replaced or appended rows)."""
+        if poison is None or not len(poison):
+            return self.train_features
+        with torch.no_grad():
+            new = self.reference.eval().features(poison.x.to(device_of(self.reference)))
+        if poison.insertion == "add":
+            return torch.cat([self.train_features, new])
+        features = self.train_features.clone()
+        features[poison.indices.to(features.device)] = new
+        return features
+
+    @torch.no_grad()
+    def reference_predictions(self) -> torch.Tensor:
+        """The reference's predictions of the test split, from the memoised features."""
+        return self.reference.eval().head(self.test_features).argmax(1).cpu()
+
+
+def features_of(model: Classifier, split: Dataset) -> torch.Tensor:
+    """The model's penultimate-layer features of `split`, in the chunks of 1,024 that `predict` runs."""
+    device = device_of(model)
+    with torch.no_grad():
+        if not len(split):
+            return torch.empty(0, model.feature_dim, device=device)
+        return torch.cat([model.eval().features(c.to(device)) for c in split.x.split(1024)])
+
+
+def scenario_networks(plan: Plan, cache_dir: str | None) -> Networks | None:
+    """The scenario's pretrained networks (None when its trials start from none)."""
+    if not plan.pretrains:
+        return None
+    return networks_for(plan.scenario.model_dump_json(include=NETWORK_FIELDS), cache_dir)
+
+
+@lru_cache(maxsize=2)
+def networks_for(fields: str, cache_dir: str | None) -> Networks:
+    scenario = Scenario.model_validate_json(fields)
+    data = shared_subset(scenario.model_dump_json(include=DATA_FIELDS | {"seed"}))
+    reference = pretrained(scenario, scenario.model, scenario.seed, data, cache_dir)
+    return Networks(reference, surrogates(scenario, reference, data, cache_dir), data)
+
+
+def surrogates(scenario: Scenario, reference: Classifier, data: Splits, cache_dir: str | None) -> list[Classifier]:
+    """White-box: the victim's own pretrained network. Grey-box: the same architecture pretrained with another
+    seed. Black-box: other architectures (`scenario.surrogates`, default BLACK_BOX without the victim's)."""
+    if scenario.knowledge == "white-box":
+        return [reference]
+    names = scenario.surrogates or ([scenario.model] if scenario.knowledge == "grey-box"
+                                    else [m for m in BLACK_BOX if m != scenario.model])
+    return [pretrained(scenario, name, derive_seed(scenario.seed, scenario.knowledge, i), data, cache_dir)
+            for i, name in enumerate(names)]
+
+
+def pretrained(scenario: Scenario, name: str, seed: int, data: Splits, cache_dir: str | None) -> Classifier:
+    """`name` trained on the clean training set by the pretraining recipe; cached by its config."""
+    recipe = scenario.pretrain_recipe
+    config = {"pretrained": name, "seed": seed, "data": scenario.hash_of(DATA_FIELDS - {"data_root"} | {"seed"}),
+              "recipe": recipe.model_dump(mode="json")}
+
+    def build() -> Classifier:
+        model = build_model(name, data.train.shape, data.train.num_classes, seed=seed)
+        return model.to(resolve_device(scenario.device))
+
+    return cached_model(config, build, lambda model: train(model, data.train, recipe, seed=seed), cache_dir)

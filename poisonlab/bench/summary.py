@@ -1,0 +1,99 @@
+"""Stored trials aggregated into one summary row per scenario (plain dicts, as report.json holds them).
+
+Rates pool their counts over the scenario's trials, each with a Wilson 95% interval: clean accuracy and test
+error over test images, attack success over the attack's inputs (triggered test images, a source class, or one
+target image per trial). Every measure has its `control_` twin: the same victim trained on the clean set."""
+
+from __future__ import annotations
+
+from ..defenses import DEFENSES
+from ..metrics import Rate
+from .rows import TrialRow
+from .scenario import Scenario
+from .store import Store
+
+
+def summarize(store: Store, scenarios: list[Scenario] | None = None) -> list[dict]:
+    """One row per scenario that has finished trials."""
+    rows = []
+    for scenario in scenarios if scenarios is not None else store.scenarios():
+        trials = store.trials(scenario.hash)
+        if trials:
+            rows.append(summary_row(scenario, trials))
+    return rows
+
+
+def rate_fields(name: str, rate: Rate | None) -> dict:
+    return {name: rate.value if rate else None, f"{name.removesuffix('_rate')}_ci": list(rate.ci) if rate else None}
+
+
+def total(trials: list[TrialRow], field: str) -> int:
+    return sum(getattr(t, field) for t in trials)
+
+
+def mean(trials: list, field: str) -> float:
+    return sum(getattr(t, field) for t in trials) / len(trials)
+
+
+def summary_row(scenario: Scenario, trials: list[TrialRow]) -> dict:
+    n_test = total(trials, "n_test")
+    accuracy = Rate(total(trials, "correct"), n_test)
+    control_accuracy = Rate(total(trials, "control_correct"), n_test)
+    row = {"scenario": scenario.label, "dataset": scenario.dataset, "model": scenario.model,
+           "attack": scenario.attack, "budget": scenario.budget, "goal": scenario.goal, "setting": scenario.setting,
+           "knowledge": scenario.knowledge, "eps": scenario.eps, "defense": scenario.defense,
+           "targeted": trials[0].targeted is not None, "n_poisons": trials[0].n_poisons, "trials": len(trials)}
+    row |= rate_fields("clean_accuracy", accuracy) | rate_fields("control_clean_accuracy", control_accuracy)
+    row |= rate_fields("test_error", Rate(n_test - accuracy.successes, n_test))
+    row |= rate_fields("control_test_error", Rate(n_test - control_accuracy.successes, n_test))
+    row |= attack_fields(trials)
+    row |= rate_fields("other_classes_accuracy", Rate(total(trials, "others_correct"), total(trials, "n_others")))
+    row |= rate_fields("control_other_classes_accuracy", Rate(total(trials, "control_others_correct"),
+                                                              total(trials, "n_others")))
+    row |= {"max_perturbation": max(t.max_perturbation for t in trials),
+            "seconds_per_trial": mean(trials, "seconds"), "craft_seconds_per_trial": mean(trials, "craft_seconds"),
+            "train_seconds_per_trial": mean(trials, "train_seconds"), "scenario_hash": scenario.hash}
+    if trials[0].targeted is not None:
+        row |= targeted_fields(scenario, trials)
+    if scenario.defense != "none":
+        row |= defense_fields(scenario, trials)
+    return row
+
+
+def attack_fields(trials: list[TrialRow]) -> dict:
+    """Attack success and the control's, with their counts (None for an availability attack)."""
+    if trials[0].attack_inputs is None:
+        return {**rate_fields("attack_success_rate", None), **rate_fields("control_attack_success_rate", None),
+                "attack_successes": None, "control_attack_successes": None, "attack_inputs": None}
+    inputs = total(trials, "attack_inputs")
+    success, control = Rate(total(trials, "attack_hits"), inputs), Rate(total(trials, "control_attack_hits"), inputs)
+    return {**rate_fields("attack_success_rate", success), **rate_fields("control_attack_success_rate", control),
+            "attack_successes": success.successes, "control_attack_successes": control.successes,
+            "attack_inputs": inputs}
+
+
+def targeted_fields(scenario: Scenario, trials: list[TrialRow]) -> dict:
+    """A targeted attack's row: the feature losses compare the poisons with random ±eps noise on the bases
+    (bullseye's relative loss on the victim's pretrained network); the target's adversarial loss on the victim
+    and the control; where the trials' targets came from."""
+    parts = [t.targeted for t in trials]
+    return {"relative_feature_loss": mean(parts, "relative_feature_loss"),
+            "noise_feature_loss": mean(parts, "noise_feature_loss"),
+            "target_adversarial_loss": mean(parts, "target_adversarial_loss"),
+            "control_adversarial_loss": mean(parts, "control_adversarial_loss"),
+            "setups": scenario.setups, "setups_skipped": parts[0].setups_skipped,
+            "bases_topped_up": sum(p.bases_topped_up for p in parts)}
+
+
+def defense_fields(scenario: Scenario, trials: list[TrialRow]) -> dict:
+    """With a defense in the loop the row's accuracy and success are the defended victim's; these add the
+    undefended victim's and what the defense's own counts summarise to (its `Counts.summarise`)."""
+    parts = [t.defense for t in trials]
+    inputs = total(trials, "attack_inputs") if trials[0].attack_inputs is not None else 0
+    counts_type = DEFENSES[scenario.defense].Counts
+    return {"defense_params": scenario.defense_params,
+            "undefended_clean_accuracy": sum(p.undefended_correct for p in parts) / total(trials, "n_test"),
+            "undefended_attack_success_rate": sum(p.undefended_attack_hits for p in parts) / inputs if inputs
+            else None,
+            "defense_seconds_per_trial": mean(parts, "defense_seconds"),
+            **counts_type.summarise([counts_type(**p.counts) for p in parts])}
