@@ -154,13 +154,12 @@ def test_bullseye_polytope_reaches_the_target_at_16_and_8_over_255(acceptance):
 @pytest.mark.slow
 def test_bullseye_beats_convex_polytope_and_feature_collision_which_beat_the_control_at_8_over_255(acceptance):
     """Bullseye is the strongest and faster than convex polytope; both others beat the control. Convex polytope
-    and feature collision are not ordered here: over these 24 trials they tied 9-9 on one machine, went 12-13
-    on another (25-27 over 48 trials), 14-12 there once the convolution weights were channels-last (another
-    pretrained network) and 16-16 on a third (AVX-512), so the test does not pretend to tell them apart."""
+    and feature collision are not ordered: which one wins depends on the pretrained network (so on the CPU's
+    rounding): 15 to 9 here on one machine (7 trials hit by feature collision alone, 1 by convex polytope alone:
+    McNemar p = 0.07), 16-16, 12-14 and 13-12 on others."""
     (fc, fc_control), (cp, cp_control), (bp, _) = (successes(acceptance[a, 8]) for a in FEATURE_ATTACKS)
     assert fc > fc_control and cp > cp_control
     assert bp >= max(cp, fc)
-    assert abs(cp - fc) <= 3  # measured 0, 1, 2 and 0
     assert acceptance["bullseye-polytope", 8]["craft_seconds_per_trial"] < \
         acceptance["convex-polytope", 8]["craft_seconds_per_trial"]
 

@@ -68,6 +68,39 @@ class Attack(ABC):
         return "integrity" if threat.target_class is not None or threat.source_class is not None else "availability"
 
 
+class CleanLabelTargeted(Attack):
+    """An attack on one target image per trial by poisons that keep their bases' labels within the eps box."""
+
+    changes_labels: ClassVar[bool] = False
+    targeted: ClassVar[bool] = True
+    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
+    pursues: ClassVar[Literal["integrity", "availability"] | None] = "integrity"
+
+
+class FeatureSpaceAttack(CleanLabelTargeted):
+    """A clean-label targeted attack that moves the poisons' features on the surrogate; one optimisation can
+    carry several trials (`craft_group`)."""
+
+    needs: ClassVar[Literal["nothing", "features", "gradients"]] = "features"
+    crafts_together: ClassVar[bool] = True
+
+    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
+              seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
+        return self.craft_group(train, [threat], surrogate, [seed])[0]
+
+    @abstractmethod
+    def craft_group(self, train: Dataset, threats: Sequence[ThreatModel],
+                    surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
+        """Several trials' poisons in one optimisation (each trial's are those `craft` gives it alone)."""
+
+
+class GradientAttack(CleanLabelTargeted):
+    """A clean-label targeted attack through the surrogate's training gradients, augmenting as the victim does."""
+
+    needs: ClassVar[Literal["nothing", "features", "gradients"]] = "gradients"
+    augments_like_victim: ClassVar[bool] = True
+
+
 def choose_bases(candidates: torch.Tensor, budget: int, g: torch.Generator, what: str) -> torch.Tensor:
     """`budget` distinct indices drawn (seeded) from `candidates`, or a clear error if there are too few."""
     if budget > len(candidates):

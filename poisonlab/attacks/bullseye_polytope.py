@@ -13,12 +13,12 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import Attack, check_choice
+from .base import FeatureSpaceAttack, check_choice
 from .feature_space import adam_in_box, frozen, layer_features, open_stack
 
 
 @dataclass(frozen=True)
-class BullseyePolytope(Attack):
+class BullseyePolytope(FeatureSpaceAttack):
     """Minimise Σ_models Σ_layers ||(1/k) Σ_j f(x_j) - f(t)||² / ||f(t)||² over poisons x_j in the eps box of
     their bases (Aghakhani et al. 2021, eq. 3): the convex polytope with every coefficient fixed at 1/k, so the
     target lands at the poisons' centre. Several target images (the multi-target variant: views of one object)
@@ -29,12 +29,6 @@ class BullseyePolytope(Attack):
 
     name: ClassVar[str] = "bullseye-polytope"
     summary: ClassVar[str] = "clean-label targeted: poisons' feature mean on the target (Aghakhani et al. 2021)"
-    needs: ClassVar[str] = "features"
-    changes_labels: ClassVar[bool] = False
-    targeted: ClassVar[bool] = True
-    crafts_together: ClassVar[bool] = True
-    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
-    pursues: ClassVar[str] = "integrity"
 
     steps: int = 50
     lr: float = 0.01
@@ -45,13 +39,8 @@ class BullseyePolytope(Attack):
         if self.steps < 1 or self.lr <= 0:
             raise ConfigError(f"bullseye-polytope needs steps >= 1 and lr > 0; got steps={self.steps}, lr={self.lr}.")
 
-    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
-              seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        return self.craft_group(train, [threat], surrogate, [seed])[0]
-
     def craft_group(self, train: Dataset, threats: Sequence[ThreatModel],
                     surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
-        """Several trials' poisons in one optimisation (each trial's are those `craft` gives it alone)."""
         stack = open_stack(self, train, threats, surrogate, seeds, lambda s: generator(s, self.name))
         models, bases = stack.models, stack.bases
         with frozen(models):

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import Attack, check_choice
+from .base import FeatureSpaceAttack, check_choice
 from .feature_space import adam_in_box, frozen, layer_features, open_stack
 
 
@@ -34,7 +34,7 @@ def combine(c: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ConvexPolytope(Attack):
+class ConvexPolytope(FeatureSpaceAttack):
     """min over poisons x_j (eps box) and coefficients c ≥ 0, Σ c = 1 (one set per surrogate) of
     Σ_models Σ_layers ½ ||f(t) - Σ_j c_j f(x_j)||² / ||f(t)||² (Zhu et al. 2019, eq. 2), alternating an Adam
     step on the poisons with `coefficient_steps` projected-gradient steps on c (step 1/L, L the largest
@@ -43,12 +43,6 @@ class ConvexPolytope(Attack):
 
     name: ClassVar[str] = "convex-polytope"
     summary: ClassVar[str] = "clean-label targeted: target inside the poisons' feature polytope (Zhu et al. 2019)"
-    needs: ClassVar[str] = "features"
-    changes_labels: ClassVar[bool] = False
-    targeted: ClassVar[bool] = True
-    crafts_together: ClassVar[bool] = True
-    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
-    pursues: ClassVar[str] = "integrity"
 
     steps: int = 200
     lr: float = 0.01
@@ -61,13 +55,8 @@ class ConvexPolytope(Attack):
             raise ConfigError(f"convex-polytope needs steps >= 1, lr > 0 and coefficient_steps >= 1; got "
                               f"{self.steps}, {self.lr}, {self.coefficient_steps}.")
 
-    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
-              seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        return self.craft_group(train, [threat], surrogate, [seed])[0]
-
     def craft_group(self, train: Dataset, threats: Sequence[ThreatModel],
                     surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
-        """Several trials' poisons in one optimisation (each trial's are those `craft` gives it alone)."""
         stack = open_stack(self, train, threats, surrogate, seeds, lambda s: generator(s, self.name))
         models, bases, trials = stack.models, stack.bases, len(threats)
         # per surrogate, one coefficient vector per trial: (models, trials, poisons per trial)

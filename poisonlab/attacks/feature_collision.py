@@ -13,12 +13,12 @@ from ..errors import ConfigError
 from ..models import Classifier
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import Attack
+from .base import FeatureSpaceAttack
 from .feature_space import frozen, open_stack, project
 
 
 @dataclass(frozen=True)
-class FeatureCollision(Attack):
+class FeatureCollision(FeatureSpaceAttack):
     """argmin_x ||f(x) - f(t)||² + β ||x - b||² for every poison at once, by forward-backward splitting
     (Shafahi et al. 2018, Algorithm 1): a forward step on the feature term, the closed-form proximal step
     x = (x̂ + λβ b) / (1 + λβ), then projection into the eps box. `beta` is β0 of the paper, scaled by
@@ -28,12 +28,6 @@ class FeatureCollision(Attack):
 
     name: ClassVar[str] = "feature-collision"
     summary: ClassVar[str] = "clean-label targeted: poisons collide with the target in feature space (Shafahi 2018)"
-    needs: ClassVar[str] = "features"
-    changes_labels: ClassVar[bool] = False
-    targeted: ClassVar[bool] = True
-    crafts_together: ClassVar[bool] = True
-    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
-    pursues: ClassVar[str] = "integrity"
 
     steps: int = 200
     lr: float = 0.01
@@ -45,13 +39,8 @@ class FeatureCollision(Attack):
             raise ConfigError(f"feature-collision needs steps >= 1, lr > 0, beta >= 0 and opacity in [0, 1); got "
                               f"steps={self.steps}, lr={self.lr}, beta={self.beta}, opacity={self.opacity}.")
 
-    def craft(self, train: Dataset, threat: ThreatModel, surrogate: Classifier | list[Classifier] | None = None,
-              seed: int = 0, validation: Dataset | None = None) -> PoisonSet:
-        return self.craft_group(train, [threat], surrogate, [seed])[0]
-
     def craft_group(self, train: Dataset, threats: Sequence[ThreatModel],
                     surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
-        """Several trials' poisons in one optimisation (each trial's are those `craft` gives it alone)."""
         stack = open_stack(self, train, threats, surrogate, seeds, lambda s: generator(s, self.name))
         models, bases, eps = stack.models, stack.bases, threats[0].eps
         start = torch.cat([project(o.bases + self.opacity * (o.target.mean(0, keepdim=True) - o.bases), o.bases, eps)

@@ -17,12 +17,12 @@ from ..models import Classifier, for_second_order
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import Attack
+from .base import GradientAttack
 from .feature_space import adversarial_labels, open_targeted, project
 
 
 @dataclass(frozen=True)
-class MetaPoison(Attack):
+class MetaPoison(GradientAttack):
     """min over poisons (eps box) of the adversarial loss L(f_θK(target), adversarial class), where θK is θ
     after `unroll` SGD steps (lr `inner_lr`) on a batch of the poisons and `batch_size` clean images,
     differentiated through the unrolled steps (Huang et al. 2020, eq. 2-3). The poisons weigh in that batch's
@@ -39,12 +39,6 @@ class MetaPoison(Attack):
 
     name: ClassVar[str] = "metapoison"
     summary: ClassVar[str] = "clean-label targeted: poisons through unrolled training, staggered ensemble (2020)"
-    needs: ClassVar[str] = "gradients"
-    changes_labels: ClassVar[bool] = False
-    targeted: ClassVar[bool] = True
-    augments_like_victim: ClassVar[bool] = True
-    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
-    pursues: ClassVar[str] = "integrity"
 
     steps: int = 100
     lr: float = 0.025

@@ -15,7 +15,7 @@ from ..models import Classifier, for_second_order
 from ..models.train import augment
 from ..seeding import generator
 from ..threat import PoisonSet, ThreatModel
-from .base import Attack
+from .base import GradientAttack
 from .feature_space import adversarial_labels, open_targeted, project
 
 
@@ -48,7 +48,7 @@ def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: 
 
 
 @dataclass(frozen=True)
-class WitchesBrew(Attack):
+class WitchesBrew(GradientAttack):
     """Maximise the gradient alignment above over perturbations in the eps box (Geiping et al. 2021, eq. 3-4):
     Adam on the signed gradient (lr in pixel units of [0, 1] images: the paper's 0.1 on images divided by
     CIFAR-10's standard deviation, ≈ 0.25; divided by 10 at 3/8, 5/8 and 7/8 of the steps),
@@ -58,12 +58,6 @@ class WitchesBrew(Attack):
 
     name: ClassVar[str] = "witches-brew"
     summary: ClassVar[str] = "clean-label targeted: gradient matching with the target (Geiping et al. 2021)"
-    needs: ClassVar[str] = "gradients"
-    changes_labels: ClassVar[bool] = False
-    targeted: ClassVar[bool] = True
-    augments_like_victim: ClassVar[bool] = True
-    honours: ClassVar[frozenset[str]] = frozenset({"eps"})
-    pursues: ClassVar[str] = "integrity"
 
     steps: int = 240
     lr: float = 0.025

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, read_file
 from ..models import TrainRecipe, config_hash
 
 HASH_EXCLUDES = {"name", "trials", "data_root"}
@@ -100,10 +100,7 @@ class Scenario(BaseModel):
 
 
 def file_digest(path: str) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    except OSError as exc:
-        raise ConfigError(f"cannot read the setups file {path}: {exc.strerror}.") from None
+    return hashlib.sha256(read_file(path, "the setups file")).hexdigest()[:16]
 
 
 def scenario_from_dict(data: dict, source: str = "scenario") -> Scenario:
@@ -117,9 +114,7 @@ def scenario_from_dict(data: dict, source: str = "scenario") -> Scenario:
 
 def load_yaml(path: str | Path) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}.") from None
+        data = yaml.safe_load(read_file(path, "the scenario file"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}.") from None
     if not isinstance(data, dict):

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
 from ..data import Dataset
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, read_file
 
 KEYS = ("target class", "target index", "base class", "base indices")
 
@@ -32,10 +31,8 @@ class Setup:
 def load_setups(path: str) -> tuple[Setup, ...]:
     """Read a setups JSON file: a list of {"target class", "target index", "base class", "base indices"}."""
     try:
-        entries = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the setups file {path}: {exc.strerror}.") from None
-    except json.JSONDecodeError as exc:
+        entries = json.loads(read_file(path, "the setups file"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not JSON ({exc}); expected the benchmark's setups as a JSON list.") from None
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path} must hold a non-empty JSON list of trial setups.")

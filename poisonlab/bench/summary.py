@@ -6,6 +6,7 @@ target image per trial). Every measure has its `control_` twin: the same victim 
 
 from __future__ import annotations
 
+from ..attacks import make_attack
 from ..defenses import DEFENSES
 from ..metrics import Rate
 from .rows import TrialRow
@@ -21,6 +22,11 @@ def summarize(store: Store, scenarios: list[Scenario] | None = None) -> list[dic
         if trials:
             rows.append(summary_row(scenario, trials))
     return rows
+
+
+def goal(scenario: Scenario) -> str | None:
+    """What the scenario's attack pursues (integrity or availability; the clean baseline: the scenario's own)."""
+    return make_attack(scenario.attack, **scenario.attack_params).goal(scenario) or scenario.goal
 
 
 def rate_fields(name: str, rate: Rate | None) -> dict:
@@ -40,7 +46,7 @@ def summary_row(scenario: Scenario, trials: list[TrialRow]) -> dict:
     accuracy = Rate(total(trials, "correct"), n_test)
     control_accuracy = Rate(total(trials, "control_correct"), n_test)
     row = {"scenario": scenario.label, "dataset": scenario.dataset, "model": scenario.model,
-           "attack": scenario.attack, "budget": scenario.budget, "goal": scenario.goal, "setting": scenario.setting,
+           "attack": scenario.attack, "budget": scenario.budget, "goal": goal(scenario), "setting": scenario.setting,
            "knowledge": scenario.knowledge, "eps": scenario.eps, "defense": scenario.defense,
            "targeted": trials[0].targeted is not None, "n_poisons": trials[0].n_poisons, "trials": len(trials)}
     row |= rate_fields("clean_accuracy", accuracy) | rate_fields("control_clean_accuracy", control_accuracy)
