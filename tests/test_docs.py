@@ -36,3 +36,12 @@ def test_the_run_help_names_every_registered_dataset_model_attack_and_defense(mo
     text = re.sub(r"\s+", " ", re.sub(r"[│╭╮╰╯─]", " ", poisonlab("run", "--help", check=True).stdout))
     for name in (*DATASETS, *MODELS, *ATTACKS, *DEFENSES):
         assert name in text, name
+
+
+def test_the_benchmarks_page_lists_every_suite_and_no_placeholder_is_left():
+    from poisonlab.bench.suites import suite_names
+
+    text = (REPO / "docs" / "benchmarks.md").read_text()
+    assert [n for n in suite_names() if f"| `{n}` |" not in text] == []
+    pages = [REPO / "README.md", *(REPO / "docs").rglob("*.md")]
+    assert [p.name for p in pages if re.search(r"^[A-Z][A-Z_]{7,}$", p.read_text(), re.M)] == []
