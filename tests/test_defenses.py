@@ -195,3 +195,27 @@ def test_neural_cleanse_flags_the_backdoor_target_on_a_poisoned_convnet_and_noth
     assert on_poisoned.anomaly_index[7] == on_poisoned.anomaly_index.max()  # the paper's index ranks it first too
     unlearned = nc.mitigate(poisoned_model, defender_data, on_poisoned, FASHION_RECIPE, seed=0)
     assert attack_success_rate(unlearned, data.test, poison).value < 0.2
+
+
+@pytest.mark.parametrize("k", [1, 10, 101])
+def test_deep_knn_plurality_rule_is_peri_et_al_s_knn_vote_and_catches_label_flips(digits, k):
+    """rule=plurality removes exactly what scikit-learn's k-NN classifier (fit on the training set, asked about
+    the training set, as Peri et al.'s code does) gets wrong; on 5% flipped digits (pixel space) it removes them
+    all at k = 10 and 101 while keeping most clean samples."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    _, _, _, poisoned, is_poison = poisoned_set(digits, "label-flip", 0.05, seed=0)
+    z = poisoned.x.flatten(1)
+    flagged = make_defense("deep-knn", space="input", k=k, rule="plurality").flag(z, poisoned.y)
+    knn = KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(z.numpy(), poisoned.y.numpy())
+    assert flagged.tolist() == (knn.predict(z.numpy()) != poisoned.y.numpy()).tolist()
+    if k > 1:
+        recall, clean_removed = float(flagged[is_poison].float().mean()), float(flagged[~is_poison].float().mean())
+        assert recall >= 0.95 and clean_removed <= 0.1, (recall, clean_removed)
+
+
+def test_deep_knn_rule_is_checked():
+    with pytest.raises(ConfigError, match="rule must be"):
+        make_defense("deep-knn", rule="majority")
+    with pytest.raises(ConfigError, match="leave `removal` unset"):
+        make_defense("deep-knn", rule="plurality", removal=0.1)

@@ -82,10 +82,19 @@ class Detector(Defense):
 
     def defend(self, context: DefenseContext) -> Defended:
         """Score the training set, remove the most suspicious samples, retrain the victim on the rest."""
-        scores = self.score_representation(context.representation(self.space), context.poisoned.y, context.seed)
-        keep = removal_mask(scores, self.n_remove(len(scores), context.budget))
+        z, y = context.representation(self.space), context.poisoned.y
+        scores = self.score_representation(z, y, context.seed)
+        flagged = self.flag(z, y)
+        keep = removal_mask(scores, self.n_remove(len(scores), context.budget)) if flagged is None else ~flagged
+        if not keep.any():
+            raise ConfigError(f"{self.name} flagged every training sample; nothing is left to retrain on.")
         model = context.victim if keep.all() else context.retrain(torch.nonzero(keep).squeeze(1), None)
         return Defended(model, detection_counts(scores, context.is_poison, keep))
+
+    def flag(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """The samples to remove by the detector's own rule (a boolean per sample), or None: the top `removal`
+        fraction by score."""
+        return None
 
     def n_remove(self, n_train: int, n_budget: int) -> int:
         """How many samples to drop: `removal` of the training set, or 1.5× the budget."""
