@@ -41,7 +41,7 @@ def recorded(pinned: dict, keys: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(k for k in keys if not ("targeted" in pinned and k in NEW_IN_TARGETED_ROWS))
 
 
-def check(entry: dict, cache: str, **extra) -> None:
+def check_pinned(entry: dict, cache: str, **extra) -> None:
     scenario = scenario_from_dict({**entry["scenario"], **extra})
     trials = sorted(int(t) for t in entry["trials"])
     for row in run_trials(scenario, trials, cache):
@@ -76,7 +76,7 @@ def compare_parts(entry, row, pinned) -> None:
 
 @pytest.mark.parametrize("entry", PINS["fast"], ids=label)
 def test_seeded_rows_of_the_quick_bilevel_and_defended_cells_do_not_move(entry, tmp_path_factory):
-    check(entry, str(tmp_path_factory.getbasetemp() / "pinned-models"))
+    check_pinned(entry, str(tmp_path_factory.getbasetemp() / "pinned-models"))
 
 
 @pytest.mark.slow
@@ -84,5 +84,5 @@ def test_seeded_rows_of_the_quick_bilevel_and_defended_cells_do_not_move(entry, 
 def test_seeded_rows_of_every_defense_and_the_frozen_bullseye_cell_do_not_move(entry, tmp_path_factory,
                                                                                 cifar_subset_path):
     extra = {"data_root": str(cifar_subset_path)} if entry["scenario"]["dataset"] == "cifar10" else {}
-    check(entry, str(tmp_path_factory.getbasetemp() / "pinned-models"), **extra)
+    check_pinned(entry, str(tmp_path_factory.getbasetemp() / "pinned-models"), **extra)
 
