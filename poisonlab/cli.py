@@ -13,7 +13,7 @@ import typer
 from .attacks import ATTACKS
 from .data import DATASETS
 from .defenses import DEFENSES, Detector
-from .errors import PoisonlabError
+from .errors import ConfigError, PoisonlabError
 from .models import MODELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -121,9 +121,12 @@ def run(
     Example: poisonlab run --dataset fashion-mnist --model convnet --attack badnets --budget 0.01
     --target-class 7 --trials 2 --seed 1 --out runs/badnets --json
     """
-    from .bench.scenario import load_yaml, parse_budget, parse_classes, parse_params, scenario_from_dict
+    from .bench.scenario import load_yaml, merge_mapping, parse_budget, parse_classes, parse_params, scenario_from_dict
+    from .data.files import check_writable
 
+    out = check_writable(out or Path("poisonlab-out") / "run", "--out")
     fields = load_yaml(config) if config else {}
+    source = str(config) if config else "the command line"
     recipe = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                     augment=augment, C=c, momentum=momentum,
                                     weight_decay=weight_decay).items() if v is not None}
@@ -131,17 +134,15 @@ def run(
                  val_size=val_size, model=model,
                  attack=attack, eps=eps, target_class=target_class, source_class=source_class,
                  clean_label=clean_label, trials=trials, defense=defense, setting=setting, knowledge=knowledge,
-                 setups=setups, device=device,
-                 defense_params={**fields.get("defense_params", {}), **parse_params(defense_param or [])} or None,
-                 seed=seed, classes=parse_classes(classes) if classes else None,
-                 budget=parse_budget(budget) if budget is not None else None,
-                 attack_params={**fields.get("attack_params", {}), **parse_params(param or [])} or None)
+                 setups=setups, device=device, seed=seed, classes=parse_classes(classes) if classes is not None
+                 else None, budget=parse_budget(budget) if budget is not None else None,
+                 defense_params=merge_mapping(fields, "defense_params", parse_params(defense_param or [], "defense"),
+                                              source),
+                 attack_params=merge_mapping(fields, "attack_params", parse_params(param or [], "attack"), source),
+                 recipe=merge_mapping(fields, "recipe", recipe, source))
     fields |= {k: v for k, v in flags.items() if v is not None}
-    if recipe:
-        fields["recipe"] = {**fields.get("recipe", {}), **recipe}
-    scenario = scenario_from_dict(fields, str(config) if config else "the command line")
-    run_and_report([scenario], out or Path("poisonlab-out") / "run", workers, as_json, progress, scenario.label,
-                   batch_trials)
+    scenario = scenario_from_dict(fields, source)
+    run_and_report([scenario], out, workers, as_json, progress, scenario.label, batch_trials)
 
 
 @app.command()
@@ -156,11 +157,12 @@ def bench(
 ) -> None:
     """Run a named suite of scenarios and print its results table (resumes when re-run into the same --out)."""
     from .bench.suites import load_suite
+    from .data.files import check_writable
 
+    out = check_writable(out or Path("poisonlab-out") / suite, "--out")
     loaded = load_suite(suite, data_root, trials, setups, device)
     for reason in loaded.skipped:
         typer.echo(f"skipped (data not installed): {reason}", err=True)
-    out = out or Path("poisonlab-out") / suite
     rows = run_and_report(loaded.scenarios, out, workers, as_json, progress, f"suite {suite}: {loaded.description}",
                           batch_trials)
     if loaded.matrix:
@@ -206,12 +208,21 @@ def craft(
     from .attacks import check_compatible, make_attack
     from .bench.scenario import parse_budget, parse_params
     from .data import load_dataset
+    from .data.files import check_writable
     from .scan import data_fingerprint
-    from .threat import ThreatModel
+    from .threat import ThreatModel, require_poisons
 
+    out = check_writable(out.with_suffix(".npz"), "the poison set", folder=False)
+    chosen = make_attack(attack, **parse_params(param or [], "attack"))
+    if chosen.needs != "nothing" or chosen.needs_validation or chosen.targeted:
+        needs = "a target image and a pretrained network" if chosen.targeted else \
+            f"a surrogate model for its {chosen.needs}" if chosen.needs != "nothing" else \
+            "the attacker's validation set"
+        raise ConfigError(f"{attack} needs {needs}, which `craft` does not build; run it with `poisonlab run "
+                          f"--attack {attack} ...` (its poisons are kept beside the run's cached networks).")
     train = load_dataset(dataset, root=data_root).subset(None, train_size, None, seed=seed).train
     threat = ThreatModel.for_data(train, parse_budget(budget), eps=eps, target_class=target_class)
-    chosen = make_attack(attack, **parse_params(param or []))
+    require_poisons(budget, threat, attack)
     check_compatible(chosen, threat)
     poison = chosen.craft(train, threat, seed=seed)
     data = {"dataset": dataset, "train_size": len(train), "seed": seed, "fingerprint": data_fingerprint(train)}
@@ -237,9 +248,10 @@ def scan(
     """Rank a training set's samples by a detector's suspicion: writes scan.csv (most suspicious first) and
     top.png (an image grid), training (or loading from the cache in --out) the model the detector needs."""
     from .bench.scenario import parse_params
+    from .data.files import check_writable
     from .scan import rank, write_scan
 
-    out = out or Path("poisonlab-out") / "scan"
+    out = check_writable(out or Path("poisonlab-out") / "scan", "--out")
     chosen, train, is_poison = scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_param,
                                            seed, parse_params)
     fitted = scan_model(model, train, epochs, lr, seed, out, progress) if chosen.needs_model else None
@@ -258,7 +270,7 @@ def scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_pa
     from .scan import data_fingerprint
     from .threat import PoisonSet
 
-    chosen = make_defense(detector, **parse_params(defense_param or []))
+    chosen = make_defense(detector, **parse_params(defense_param or [], "defense"))
     if not isinstance(chosen, Detector):
         raise PoisonlabError(f"{detector} is not a detector (it does not score training samples); scan takes one "
                              f"of: {', '.join(DETECTORS)}.")
@@ -266,13 +278,23 @@ def scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_pa
     if poison_set is None:
         return chosen, train, None
     poison = PoisonSet.load(poison_set)
-    expected = poison.params.get("data", {}).get("fingerprint")
-    if expected is not None and expected != data_fingerprint(train):
-        made = poison.params["data"]
-        raise PoisonlabError(f"{poison_set} was crafted for {made['dataset']} with {made['train_size']} training "
-                             f"images and seed {made['seed']}; pass the same --dataset, --train-size and --seed.")
+    made = poison.params.get("data", {})
+    if made and made.get("fingerprint") != data_fingerprint(train):
+        raise PoisonlabError(fingerprint_mismatch(poison_set, made, {"dataset": dataset, "train_size": len(train),
+                                                                     "seed": seed}))
     poisoned = poison.apply(train)
     return chosen, poisoned, poison.is_poison(poisoned)
+
+
+def fingerprint_mismatch(path: Path, made: dict, given: dict) -> str:
+    """Why a poison set's training data are not these: the options that differ, or (all equal) the files."""
+    flags = {"dataset": "--dataset", "train_size": "--train-size", "seed": "--seed"}
+    differ = [f"{flags[k]} {made.get(k)} (here {given[k]})" for k in flags if made.get(k) != given[k]]
+    if differ:
+        return f"{path} was crafted on other training data: pass {', '.join(differ)}."
+    return (f"{path} was crafted on {made.get('dataset')} with {made.get('train_size')} training images and seed "
+            f"{made.get('seed')}, as here, but the images differ (other data files or --data-root, another "
+            "version of the data set, or a changed poison set); scan the data it was crafted on.")
 
 
 def scan_model(name, train, epochs, lr, seed, out: Path, progress: bool):
@@ -307,9 +329,16 @@ def report(out: Annotated[Path, typer.Argument(help="An output folder of `run` o
     from .bench.summary import summarize
     from .bench.tables import write_report
 
-    rows = summarize(Store(out, create=False))
+    store = Store(out, create=False)
+    rows = summarize(store)
+    warn_damaged(store)
     text = write_report(out, rows, f"results in {out}")
     typer.echo(json.dumps(rows, indent=1) if as_json else text)
+
+
+def warn_damaged(store) -> None:
+    for message in store.damaged:
+        typer.echo(f"warning: {message}", err=True)
 
 
 def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: bool, title: str,
@@ -320,6 +349,7 @@ def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: 
 
     store = run_scenarios(scenarios, out, workers, progress, batch_trials)
     rows = summarize(store, scenarios)
+    warn_damaged(store)
     text = write_report(out, rows, title)
     typer.echo(json.dumps(rows, indent=1) if as_json else text)
     if not as_json:
@@ -328,18 +358,44 @@ def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: 
 
 
 def main() -> None:
-    """Entry point: a PoisonlabError is printed as one paragraph (no traceback) and exits with status 2."""
+    """Entry point: bad input of any kind (a PoisonlabError, or a flag click refuses) is printed as one line
+    starting `error: ` with exit status 2, never a traceback."""
     from .device import keep_freed_memory
 
     keep_freed_memory()
     try:
-        app()
+        code = app(standalone_mode=False)
     except PoisonlabError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc))
     except KeyboardInterrupt:
         typer.echo("interrupted: finished trials are saved; run the same command again to resume.", err=True)
         sys.exit(130)
+    except Exception as exc:  # click's usage errors (its exception classes move between typer versions)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.ctx.get_help())
+            sys.exit(0)
+        if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
+            raise
+        command = f" {exc.ctx.info_name}" if getattr(exc, "ctx", None) is not None and exc.ctx.parent else ""
+        fail(f"{exc.format_message()}{given_value(exc)} (see `poisonlab{command} --help`)")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def given_value(exc) -> str:
+    """' (got X)' for a flag whose value click refused (its message names the flag, not what was typed)."""
+    opts = getattr(getattr(exc, "param", None), "opts", None) or []
+    args = sys.argv[1:]
+    for i, arg in reversed(list(enumerate(args))):  # the last occurrence is the one click read
+        flag, eq, value = arg.partition("=")
+        if flag in opts:
+            value = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+            return "" if value is None else f" (got {value!r})"
+    return ""
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .data import Dataset, check_images
-from .data.files import atomic_write_bytes
+from .data.files import atomic_write_bytes, read_npz
 from .errors import ConfigError, DataError
 
 GOALS = ("integrity", "availability")
@@ -38,6 +39,14 @@ def resolve_budget(budget: int | float, n_train: int) -> int:
         raise ConfigError(f"budget of {budget} poisons exceeds the training set of {n_train} samples; use at most "
                           f"{n_train}, or a fraction below 1.")
     return budget
+
+
+def require_poisons(budget: object, threat: ThreatModel, attack: str) -> None:
+    """An attack given a budget that rounds to no poison at all would change nothing: one ConfigError instead."""
+    if threat.budget == 0 and attack != "none":
+        least = 1 / threat.n_train
+        raise ConfigError(f"budget {budget} of the {threat.n_train}-sample training set is 0 poisons: {attack} would "
+                          f"change nothing. Give a count (e.g. 10) or a fraction of at least {least:.2g}.")
 
 
 @dataclass(frozen=True)
@@ -182,8 +191,9 @@ class PoisonSet:
     def apply(self, train: Dataset) -> Dataset:
         """The poisoned training set: `train` with the poisons in place of their bases."""
         if len(self) and (int(self.indices.max()) >= len(train) or int(self.indices.min()) < 0):
-            raise DataError(f"the poison set replaces index {int(self.indices.max())}, beyond the training set of "
-                            f"{len(train)}: it was crafted for other data.")
+            bad = int(self.indices.min()) if int(self.indices.min()) < 0 else int(self.indices.max())
+            raise DataError(f"the poison set replaces training index {bad}, outside the training set's 0.."
+                            f"{len(train) - 1}: it was crafted for other data (or damaged).")
         if len(self) and self.x.shape[1:] != train.x.shape[1:]:
             raise DataError(f"the poisons are {tuple(self.x.shape[1:])} images; the training set holds "
                             f"{tuple(train.x.shape[1:])} images.")
@@ -226,22 +236,83 @@ class PoisonSet:
 
     @classmethod
     def load(cls, path: str | Path) -> PoisonSet:
-        """Read a PoisonSet written by `save` (no pickles are loaded)."""
+        """Read a PoisonSet written by `save`, checked whole: a readable npz (no pickles are loaded) with the
+        arrays of its metadata's types and sizes, and the .json manifest beside it saying the same."""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-            meta = json.loads(str(arrays["metadata"]))
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise DataError(f"{path} is not a poison set saved by poisonlab ({exc}).") from None
+        arrays = read_npz(path, "a poison set")
+        if "metadata" not in arrays or not {"indices", "x", "y"} <= arrays.keys():
+            raise DataError(f"{path} holds arrays {sorted(arrays)}, not a poisonlab poison set (indices, x, y, "
+                            "metadata); craft it with `poisonlab craft` or PoisonSet.save.")
+        meta = read_manifest(path, arrays["metadata"])
         target_image_index = read_format(path, meta)
+        indices, x, y = arrays["indices"], arrays["x"], arrays["y"]
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or y.ndim != 1 or \
+                not np.issubdtype(y.dtype, np.integer) or x.ndim != 4 or x.dtype != np.float32:
+            raise DataError(f"{path}: expected integer indices and labels (1-D) and float32 N×C×H×W poisons; got "
+                            f"indices {indices.dtype}{indices.shape}, y {y.dtype}{y.shape}, x {x.dtype}{x.shape}.")
+        if not len(indices) == len(x) == len(y) == meta["n_poisons"]:
+            raise DataError(f"{path} holds {len(indices)} indices, {len(x)} poisons and {len(y)} labels; its "
+                            f"metadata says {meta['n_poisons']} poisons. The file is damaged: craft it again.")
+        if len(y) and (y.min() < 0 or y.max() >= meta["num_classes"]):
+            raise DataError(f"{path}: poison labels span {y.min()}..{y.max()}, outside the set's "
+                            f"{meta['num_classes']} classes.")
         trigger = None
-        if "trigger_mask" in arrays:
+        if "trigger_mask" in arrays or "trigger_pattern" in arrays:
+            if not {"trigger_mask", "trigger_pattern"} <= arrays.keys():
+                raise DataError(f"{path} holds half a trigger (trigger_mask and trigger_pattern go together).")
             trigger = Trigger(torch.from_numpy(arrays["trigger_mask"]), torch.from_numpy(arrays["trigger_pattern"]))
-        return cls(torch.from_numpy(arrays["indices"]).long(), torch.from_numpy(arrays["x"]),
-                   torch.from_numpy(arrays["y"]).long(), meta["num_classes"], meta["attack"], meta["target_class"],
-                   trigger, meta["backdoor_mode"], target_image_index, meta["params"],
-                   meta.get("insertion", "replace"), meta.get("source_class"))
+        return cls(torch.from_numpy(indices.astype(np.int64)), torch.from_numpy(x),
+                   torch.from_numpy(y.astype(np.int64)), meta["num_classes"], meta["attack"], meta["target_class"],
+                   trigger, meta["backdoor_mode"], target_image_index, meta["params"], meta["insertion"],
+                   meta["source_class"])
+
+
+class PoisonSetMeta(BaseModel):
+    """The metadata a PoisonSet's npz and its .json manifest both hold (format 1 named its target `target_index`)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    format: str
+    num_classes: int = Field(ge=2)
+    attack: str
+    n_poisons: int = Field(ge=0)
+    target_class: int | None = Field(None, ge=0)
+    backdoor_mode: Literal["all-to-one", "all-to-all"] | None = None
+    target_image_index: int | None = Field(None, ge=0)
+    target_index: int | None = None
+    params: dict = {}
+    insertion: Literal["replace", "add"] = "replace"
+    source_class: int | None = Field(None, ge=0)
+
+
+def read_manifest(path: Path, metadata: np.ndarray) -> dict:
+    """The set's metadata, checked for type, and equal to the .json manifest written beside it."""
+    manifest_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(str(metadata))
+        checked = PoisonSetMeta.model_validate(meta).model_dump()
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: its metadata is not a poison set's ({short(exc)}); craft it again.") from None
+    try:
+        manifest = json.loads(manifest_path.read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"{path} has no manifest {manifest_path.name} beside it (PoisonSet.save writes both); copy "
+                        "the .json with the .npz, or craft the set again.") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{manifest_path} is not the set's JSON manifest ({exc}); copy it again with the .npz, or "
+                        "craft the set again.") from None
+    if manifest != meta:
+        differ = sorted(k for k in set(manifest) | set(meta) if manifest.get(k) != meta.get(k)) \
+            if isinstance(manifest, dict) else ["(the whole manifest)"]
+        raise DataError(f"{manifest_path} and {path.name} disagree on {', '.join(differ)}; one was changed or "
+                        "they belong to different sets: copy the pair again, or craft the set again.")
+    return checked
+
+
+def short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+    return str(exc)
 
 
 FORMAT = "poisonlab.PoisonSet/2"

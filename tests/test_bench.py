@@ -49,10 +49,10 @@ def test_cli_value_parsing():
 def test_runner_stores_one_row_per_trial_and_resumes_without_duplicates(tmp_path):
     scenario = scenario_from_dict(SMALL)
     store = run_scenarios([scenario], tmp_path, progress=False)
-    first = store.trials(scenario.hash)
+    first = store.trials(scenario)
     more = Scenario.model_validate({**SMALL, "trials": 3})
     store = run_scenarios([more], tmp_path, progress=False)
-    rows = store.trials(scenario.hash)
+    rows = store.trials(scenario)
     assert [r.trial for r in rows] == [0, 1, 2]
     assert rows[:2] == first  # finished trials were skipped, not rerun
     [summary] = summarize(store)
@@ -63,7 +63,7 @@ def test_runner_stores_one_row_per_trial_and_resumes_without_duplicates(tmp_path
 def test_parallel_workers_run_every_trial_once(tmp_path):
     scenario = scenario_from_dict({**SMALL, "trials": 4})
     store = run_scenarios([scenario], tmp_path, workers=2, progress=False)
-    assert [r.trial for r in store.trials(scenario.hash)] == [0, 1, 2, 3]
+    assert [r.trial for r in store.trials(scenario)] == [0, 1, 2, 3]
 
 
 def test_configuration_errors_surface_before_any_trial_runs(tmp_path):
@@ -183,13 +183,14 @@ def test_a_store_of_another_schema_version_or_not_poisonlabs_is_refused_and_left
     assert not (tmp_path / "empty").exists()
 
 
-def test_a_damaged_stored_row_is_named_not_a_traceback(tmp_path):
-    scenario = scenario_from_dict({**SMALL, "trials": 1})
+def test_a_damaged_stored_row_is_named_and_left_out_not_a_traceback(tmp_path):
+    scenario = scenario_from_dict({**SMALL, "trials": 2})
     run_scenarios([scenario], tmp_path, progress=False).close()
     with sqlite3.connect(tmp_path / "results.sqlite") as conn:
-        conn.execute("UPDATE trials SET result = '{\"correct\": '")
-    with pytest.raises(DataError, match="row of trial 0 .* is damaged"):
-        summarize(Store(tmp_path))
+        conn.execute("UPDATE trials SET result = '{\"correct\": ' WHERE trial = 0")
+    store = Store(tmp_path)
+    [row] = summarize(store)
+    assert row["trials"] == 1 and len(store.damaged) == 1 and "trial 0 of" in store.damaged[0]
 
 
 def test_an_untargeted_attack_runs_against_a_frozen_pretrained_victim(tmp_path):

@@ -160,7 +160,7 @@ def test_nonexistent_target_class_is_a_clear_error(tmp_path):
 def test_corrupt_and_missing_data_files_are_clear_errors(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     result = poisonlab("run", "--dataset", "npz", "--data-root", str(tmp_path / "bad.npz"), "--out", str(tmp_path))
-    assert_one_paragraph_error(result, "bad.npz", "not a readable .npz")
+    assert_one_paragraph_error(result, "bad.npz", "not an .npz (zip) file")
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b truncated")
     result = poisonlab("run", "--dataset", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"))
     assert_one_paragraph_error(result, "train-images-idx3-ubyte.gz")

@@ -47,7 +47,7 @@ def test_poison_set_refuses_mismatched_data(tmp_path, digits, fashion):
     with pytest.raises(DataError, match="poisons are"):
         poison.apply(fashion.test)
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(DataError, match="not a poison set"):
+    with pytest.raises(DataError, match="not an .npz .zip. file; expected a poison set"):
         PoisonSet.load(tmp_path / "junk.npz")
 
 
@@ -85,6 +85,7 @@ def test_poison_sets_name_their_target_by_its_official_index_and_old_targeted_se
                 "backdoor_mode": None, "target_index": target_index, "params": {}, "n_poisons": 2}
         np.savez(tmp_path / name, indices=poison.indices.numpy(), x=poison.x.numpy(), y=poison.y.numpy(),
                  metadata=np.array(json.dumps(meta)))
+        (tmp_path / name).with_suffix(".json").write_text(json.dumps(meta))
         return str(tmp_path / name)
 
     assert PoisonSet.load(old_format("untargeted.npz", None)).target_image_index is None

@@ -45,11 +45,15 @@ class BadNets(Attack):
         if self.patch_size < 1 or self.margin < 0:
             raise ConfigError(f"patch_size must be >= 1 and margin >= 0; got {self.patch_size}, {self.margin}.")
 
+    def check_shape(self, shape: tuple[int, int, int]) -> None:
+        self.trigger(shape)
+
     def trigger(self, shape: tuple[int, int, int]) -> Trigger:
         c, h, w = shape
         s, m = self.patch_size, self.margin
         if s + m > min(h, w):
-            raise ConfigError(f"a {s}-pixel patch {m} pixels from the edge does not fit {h}×{w} images.")
+            raise ConfigError(f"badnets: a patch_size={s} patch margin={m} pixels from the edge does not fit "
+                              f"{h}×{w} images; use patch_size + margin <= {min(h, w)}.")
         top = {"top": m, "bottom": h - m - s, "center": (h - s) // 2}[self.position.split("-")[0]]
         left = {"left": m, "right": w - m - s, "center": (w - s) // 2}[self.position.split("-")[-1]]
         mask, pattern = torch.zeros(1, h, w), torch.zeros(c, h, w)

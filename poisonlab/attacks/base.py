@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 import torch
 
 from ..data import Dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice  # noqa: F401 (check_choice: re-exported to the attacks)
 from ..models import Classifier
 from ..threat import PoisonSet, ThreatModel, Trigger, backdoor_labels
 
@@ -55,6 +55,11 @@ class Attack(ABC):
                     surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
         """Several trials' poisons (one optimisation where `crafts_together`)."""
         return [self.craft(train, t, surrogate, seed=s) for t, s in zip(threats, seeds, strict=True)]
+
+    def check_shape(self, shape: tuple[int, int, int]) -> None:
+        """A ConfigError if these parameters cannot work on C×H×W images of `shape` (a trigger that does not fit):
+        the runner asks before it writes or trains anything."""
+        return None
 
     def threat_fields(self) -> frozenset[str]:
         """The threat-model fields (of THREAT_FIELDS) that this attack, with these parameters, reads."""
@@ -128,11 +133,6 @@ def dirty_label_backdoor(attack: str, train: Dataset, threat: ThreatModel, trigg
     labels = backdoor_labels(train.y[indices], mode, target, threat.num_classes)
     return PoisonSet(indices, trigger.apply(train.x[indices]), labels, threat.num_classes, attack, target, trigger,
                      mode, params=params)
-
-
-def check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(str, allowed))}.")
 
 
 def backdoor_fields(mode: str) -> frozenset[str]:

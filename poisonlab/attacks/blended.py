@@ -41,6 +41,9 @@ class Blended(Attack):
                 raise ConfigError("pattern='image' needs image=<C×H×W tensor in [0, 1]>.")
             check_images(self.image[None], "blended trigger image")
 
+    def check_shape(self, shape: tuple[int, int, int]) -> None:
+        self.trigger(shape)
+
     def trigger(self, shape: tuple[int, int, int]) -> Trigger:
         if self.pattern == "noise":
             pattern = torch.rand(shape, generator=generator(self.pattern_seed, "blended-pattern"))

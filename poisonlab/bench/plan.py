@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from ..attacks import THREAT_FIELDS, Attack, make_attack
+from ..data import DATASETS
 from ..defenses import Defense, make_defense
 from ..device import resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown
 from ..models import MODELS
 from ..seeding import derive_seed
 from .scenario import Scenario
@@ -45,9 +47,22 @@ def make_plan(scenario: Scenario) -> Plan:
     defense = None if scenario.defense == "none" else make_defense(scenario.defense, **scenario.defense_params)
     plan = Plan(scenario, attack, defense, resolve_device(scenario.device))
     check_threat_fields(plan)
+    check_data_root(scenario)
     check_networks(plan)
     check_defense(plan)
     return plan
+
+
+def check_data_root(scenario: Scenario) -> None:
+    if scenario.dataset not in DATASETS:
+        raise unknown("dataset", scenario.dataset, DATASETS)
+    root = scenario.data_root
+    if root is not None and not DATASETS[scenario.dataset].reads_files:
+        raise ConfigError(f"{scenario.dataset} is built in and reads no files, so --data-root {root} would be "
+                          "ignored: leave it out (or choose a dataset that reads files).")
+    if root is not None and not Path(root).exists():
+        raise ConfigError(f"--data-root {root} does not exist; give the folder (for npz: the file) holding the "
+                          f"{scenario.dataset} files.")
 
 
 def check_threat_fields(plan: Plan) -> None:
@@ -69,7 +84,9 @@ def check_networks(plan: Plan) -> None:
     scenario, attack = plan.scenario, plan.attack
     for name in (scenario.model, *(scenario.surrogates or ())):
         if name not in MODELS:
-            raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+            raise unknown("model", name, MODELS)
+    if scenario.model == "lasso" and scenario.recipe.optimizer != "exact":
+        raise ConfigError("the lasso model is solved exactly: pass --optimizer exact (its L1 penalty is set by --C).")
     if attack.needs == "nothing":
         if scenario.knowledge != "white-box" or scenario.surrogates is not None:
             raise ConfigError(f"knowledge and surrogates choose the networks an attacker crafts on; {attack.name} "
@@ -94,6 +111,9 @@ PRETRAINABLE = tuple(name for name in MODELS if name not in ("logistic", "linear
 
 def check_defense(plan: Plan) -> None:
     if plan.defense is None:
+        if plan.scenario.defense_params:
+            raise ConfigError(f"defense parameters {plan.scenario.defense_params} are given without a defense; add "
+                              "--defense NAME (or leave -d out).")
         return
     plan.defense.check(plan.scenario.setting)
     if plan.device.type != "cpu":

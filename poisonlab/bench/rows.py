@@ -7,9 +7,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from pydantic import ConfigDict, TypeAdapter, with_config
+
+STRICT = ConfigDict(strict=True, extra="forbid")  # how a stored row is read back: whole and well typed
+
 SCHEMA_VERSION = 2
 
 
+@with_config(STRICT)
 @dataclass(frozen=True)
 class TargetedPart:
     """A targeted trial: its target test image (official index, own class), the class the attacker wants for it,
@@ -31,6 +36,7 @@ class TargetedPart:
     trials_crafted_together: int
 
 
+@with_config(STRICT)
 @dataclass(frozen=True)
 class DefensePart:
     """A defended trial: the defense's own counts (their type is the defense's `Counts`), the undefended
@@ -43,6 +49,7 @@ class DefensePart:
     defense_seconds: float
 
 
+@with_config(STRICT)
 @dataclass(frozen=True)
 class TrialRow:
     """One trial. `correct`: test images the victim classifies correctly; `attack_hits` of `attack_inputs`: the
@@ -75,9 +82,10 @@ class TrialRow:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrialRow:
-        """A row as `to_dict` wrote it (a missing or unknown field is an error: the store's version says which
-        layout it holds)."""
-        parts = {"targeted": TargetedPart, "defense": DefensePart}
-        values = {k: parts[k](**v) if k in parts and v is not None else v for k, v in data.items()}
-        return cls(**values)
+    def from_json(cls, text: str) -> TrialRow:
+        """A row from its stored JSON text, as `to_dict` wrote it; a missing or unknown field or a value of the
+        wrong type is a ValueError (the store's version says which layout it holds)."""
+        return ROW.validate_json(text)
+
+
+ROW = TypeAdapter(TrialRow)

@@ -30,9 +30,10 @@ def run_scenarios(scenarios: Sequence[Scenario], out_dir: str | Path, workers: i
     group ends; an interrupted group is re-run whole, so no trial is lost or recorded twice."""
     if batch_trials is not None and batch_trials < 1:
         raise ConfigError(f"trials crafted together must be >= 1; got {batch_trials}.")
+    for scenario in scenarios:
+        check_scenario(scenario)  # every configuration error surfaces before anything is written or trained
     store = Store(out_dir)
     for scenario in scenarios:
-        check_scenario(scenario)  # every configuration error surfaces before the first trial trains
         store.add_scenario(scenario)
     pending = [(s, t) for s in scenarios for t in sorted(set(range(s.trials)) - store.done(s.hash))]
     total = sum(s.trials for s in scenarios)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ConfigError, read_file
+from ..errors import ConfigError, did_you_mean, read_file
 from ..models import TrainRecipe, config_hash
 
 HASH_EXCLUDES = {"name", "trials", "data_root"}
+RECIPE_KEYS = tuple(TrainRecipe.model_fields)
 # The victim's default training by setting: a frozen extractor retrains only the linear head (200 full-batch Adam
 # steps on precomputed features), fine-tuning trains every layer briefly from the pretrained weights, and from
 # scratch keeps the generic recipe (suites give their own).
@@ -59,7 +61,7 @@ class Scenario(BaseModel):
     setups: str | None = None
     device: str = "cpu"
     trials: int = Field(1, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +73,20 @@ class Scenario(BaseModel):
             if given is None or isinstance(given, dict):
                 data = {**data, "recipe": {**default.model_dump(), **(given or {})}}
         return data
+
+    @field_validator("eps")
+    @classmethod
+    def eps_in_range(cls, eps: float) -> float:
+        if not 0 <= eps <= 1:  # NaN too
+            raise ValueError(f"eps must lie in [0, 1] (pixel scale; 8/255 = {8 / 255:.4f}, 1 = unbounded)")
+        return eps
+
+    @field_validator("classes")
+    @classmethod
+    def distinct_classes(cls, classes: list[int] | None) -> list[int] | None:
+        if classes is not None and (len(set(classes)) != len(classes) or len(classes) < 2):
+            raise ValueError("keep at least two classes and none twice (e.g. 0,4)")
+        return classes
 
     @property
     def hash(self) -> str:
@@ -91,7 +107,7 @@ class Scenario(BaseModel):
     def label(self) -> str:
         if self.name:
             return self.name
-        budget = f"{self.budget:g}" if isinstance(self.budget, float) else str(self.budget)
+        budget = str(self.budget)  # 1.0 (all of the training set) is not 1 (one poison)
         label = f"{self.dataset}/{self.model}/{self.attack}" + (f"@{budget}" if self.attack != "none" else "")
         return label + (f"+{self.defense}" if self.defense != "none" else "")
 
@@ -108,8 +124,24 @@ def scenario_from_dict(data: dict, source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'scenario'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(describe(e) for e in exc.errors())
         raise ConfigError(f"{source} is not a valid scenario: {problems}.") from None
+
+
+def describe(error: dict) -> str:
+    """One pydantic error as `field: what is wrong (got X)`, with the valid keys or a close match for a typo."""
+    loc = ".".join(map(str, error["loc"])) or "scenario"
+    if error["type"] == "extra_forbidden":
+        key, model = str(error["loc"][-1]), RECIPE_KEYS if error["loc"][0] in ("recipe", "pretrain") else None
+        valid = list(model or Scenario.model_fields)
+        return f"unknown key {loc!r}{did_you_mean(key, valid)}; valid keys are: {', '.join(valid)}"
+    text = f"{loc}: {error['msg']}"
+    if error["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
+        return f"{text} (got {error['input']!r}){did_you_mean(error['input'], choices)}"
+    if not isinstance(error.get("input"), dict) and error["type"] not in ("missing",):
+        text += f" (got {error['input']!r})"
+    return text
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -127,9 +159,13 @@ def parse_budget(text: str) -> int | float:
     if re.fullmatch(r"\s*\d+\s*", text):
         return int(text)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ConfigError(f"budget {text!r} is not a number: give a count (10) or a fraction (0.01).") from None
+        value = None
+    if value is None or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"budget {text!r} is not a count or a fraction of poisons: give a count (10) or a "
+                          "fraction of the training set in (0, 1] (0.01).")
+    return value
 
 
 def parse_classes(text: str) -> list[int]:
@@ -137,15 +173,34 @@ def parse_classes(text: str) -> list[int]:
     try:
         return [int(c) for c in text.split(",")]
     except ValueError:
-        raise ConfigError(f"classes {text!r} must be class ids separated by commas, e.g. 0,4.") from None
+        raise ConfigError(f"classes {text!r} must be two or more class ids separated by commas, e.g. 0,4.") from None
 
 
-def parse_params(pairs: list[str]) -> dict:
-    """KEY=VALUE pairs, each value read as YAML (so 3 is an int, 0.2 a float, white a string)."""
+def parse_params(pairs: list[str], kind: str = "attack") -> dict:
+    """KEY=VALUE pairs, each value read as YAML (so 3 is an int, 0.2 a float, white a string); `kind` names
+    them in errors ("attack" for -p, "defense" for -d)."""
+    flag = {"attack": "-p", "defense": "-d"}.get(kind, "")
     params = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, value = (part.strip() for part in pair.partition("="))
         if not sep or not key:
-            raise ConfigError(f"attack parameter {pair!r} must be KEY=VALUE, e.g. patch_size=4.")
-        params[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"{kind} parameter {pair!r} must be KEY=VALUE, e.g. {flag} {EXAMPLES.get(kind, 'k=1')}.")
+        if key in params:
+            raise ConfigError(f"{kind} parameter {key!r} is given more than once ({flag} {key}=...); give it once.")
+        try:
+            params[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{kind} parameter {key}={value!r}: the value is not a number, word or YAML value; "
+                              f"quote it or fix it.") from None
     return params
+
+
+def merge_mapping(fields: dict, key: str, given: dict, source: str) -> dict | None:
+    """`fields[key]` (a mapping from a YAML file) updated by `given` (the flags), or None when both are empty."""
+    base = fields.get(key) or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{source}: {key} must be a mapping of KEY: VALUE pairs; got {base!r}.")
+    return {**base, **given} or None
+
+
+EXAMPLES = {"attack": "patch_size=4", "defense": "removal=0.1"}

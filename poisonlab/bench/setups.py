@@ -39,15 +39,25 @@ def load_setups(path: str) -> tuple[Setup, ...]:
     setups = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or set(KEYS) - set(entry):
-            raise ConfigError(f"{path}: setup {i} must be an object with keys {', '.join(map(repr, KEYS))}.")
-        ints = [entry["target class"], entry["target index"], entry["base class"], *entry["base indices"]]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
-            raise ConfigError(f"{path}: setup {i} must hold non-negative integers (classes and indices).")
+            missing = ", ".join(repr(k) for k in KEYS if not isinstance(entry, dict) or k not in entry)
+            raise ConfigError(f"{path}: setup {i} must be an object with keys {', '.join(map(repr, KEYS))}; "
+                              f"missing {missing}.")
+        for key in KEYS[:3]:
+            if not is_index(entry[key]):
+                raise ConfigError(f"{path}: setup {i}: {key!r} must be a non-negative integer; got {entry[key]!r}.")
+        bases = entry["base indices"]
+        if not isinstance(bases, list) or not bases or not all(is_index(b) for b in bases):
+            raise ConfigError(f"{path}: setup {i}: 'base indices' must be a non-empty list of non-negative integers "
+                              f"(official training indices); got {bases!r}.")
         if entry["target class"] == entry["base class"]:
             raise ConfigError(f"{path}: setup {i} has target class = base class = {entry['base class']}.")
         setups.append(Setup(entry["target class"], entry["target index"], entry["base class"],
                             tuple(dict.fromkeys(entry["base indices"]))))  # upstream repeats a base in two trials
     return tuple(setups)
+
+
+def is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def positions(index: torch.Tensor) -> dict[int, int]:

@@ -9,6 +9,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from ..errors import DataError
 from .rows import SCHEMA_VERSION, TrialRow
 from .scenario import Scenario, scenario_from_dict
@@ -30,19 +32,29 @@ class Store:
 
     def __init__(self, out_dir: str | Path, create: bool = True):
         self.path = Path(out_dir) / self.FILENAME
+        self.damaged: list[str] = []  # what `trials` found unreadable (each left out of the summary)
         if not create and not self.path.is_file():
             raise DataError(f"{self.path.parent} holds no {self.FILENAME}; point at the --out folder of a run.")
+        if self.path.exists() and not self.path.is_file():
+            raise DataError(f"{self.path} is not a file; use a fresh --out folder.")
+        # only a database this store creates (absent or empty) gets poisonlab's tables
+        fresh = create and (not self.path.exists() or self.path.stat().st_size == 0)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(self.path, timeout=30)
-            self.check_version()
+            self.check_version(fresh)
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path} is not a poisonlab results database ({exc}); use a fresh --out folder.") \
                 from None
 
-    def check_version(self) -> None:
-        """Create the tables in an empty database; otherwise read the schema version and refuse another one."""
+    def check_version(self, fresh: bool) -> None:
+        """Create the tables in a database this store just created; otherwise read the schema version and refuse
+        another one (or a database that is not poisonlab's, untouched)."""
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables and not fresh:
+            self.conn.close()
+            raise DataError(f"{self.path} is not a poisonlab results database (it holds no poisonlab tables); it was "
+                            "left untouched; use a fresh --out folder.")
         if not tables:
             with self.conn:
                 self.conn.executescript(SCHEMA)
@@ -88,14 +100,23 @@ class Store:
         rows = self.conn.execute("SELECT config FROM scenarios ORDER BY position").fetchall()
         return [scenario_from_dict(json.loads(r[0]), str(self.path)) for r in rows]
 
-    def trials(self, scenario_hash: str) -> list[TrialRow]:
+    def trials(self, scenario: Scenario) -> list[TrialRow]:
+        """The scenario's readable trials; a damaged row is left out and described in `damaged`."""
         rows = self.conn.execute("SELECT trial, result FROM trials WHERE scenario_hash = ? ORDER BY trial",
-                                 (scenario_hash,))
-        return [self.read_row(scenario_hash, trial, text) for trial, text in rows]
+                                 (scenario.hash,))
+        readable = []
+        for trial, text in rows:
+            try:
+                readable.append(TrialRow.from_json(text))
+            except ValueError as exc:
+                self.damaged.append(f"{self.path}: trial {trial} of {scenario.label} (scenario {scenario.hash}) is "
+                                    f"damaged ({one_line(exc)}) and left out; delete the file's row or re-run into a "
+                                    "fresh --out folder to recompute it.")
+        return readable
 
-    def read_row(self, scenario_hash: str, trial: int, text: str) -> TrialRow:
-        try:
-            return TrialRow.from_dict(json.loads(text))
-        except (json.JSONDecodeError, TypeError, AttributeError) as exc:
-            raise DataError(f"{self.path}: the stored row of trial {trial} of scenario {scenario_hash} is damaged "
-                            f"({exc}); delete that row (or the file) and re-run to recompute it.") from None
+
+def one_line(exc: ValueError) -> str:
+    """A validation error as `field: problem; ...` (without pydantic's links), else the error's text."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}" for e in exc.errors()[:3])
+    return " ".join(str(exc).split())

@@ -18,7 +18,7 @@ def summarize(store: Store, scenarios: list[Scenario] | None = None) -> list[dic
     """One row per scenario that has finished trials."""
     rows = []
     for scenario in scenarios if scenarios is not None else store.scenarios():
-        trials = store.trials(scenario.hash)
+        trials = store.trials(scenario)
         if trials:
             rows.append(summary_row(scenario, trials))
     return rows

@@ -19,7 +19,7 @@ from ..data import Splits
 from ..errors import ConfigError
 from ..metrics import attack_inputs
 from ..models import build_model, predict
-from ..threat import PoisonSet, ThreatModel
+from ..threat import PoisonSet, ThreatModel, require_poisons
 from .defend import defend_trial
 from .measure import measure, targeted_part
 from .plan import Plan, make_plan, trial_seed
@@ -66,6 +66,7 @@ def check_scenario(scenario: Scenario) -> Plan:
     data = trial_data(plan, 0)
     threat = scenario_threat(plan, data)
     check_compatible(plan.attack, threat, validation=data.val, surrogate_from_trial=True)
+    plan.attack.check_shape(data.train.shape)
     for name in (scenario.model, *(scenario.surrogates or ())):  # the architecture fits the images
         build_model(name, data.train.shape, data.train.num_classes)
     if scenario.setups is not None:
@@ -78,9 +79,11 @@ def check_scenario(scenario: Scenario) -> Plan:
 
 def scenario_threat(plan: Plan, data: Splits) -> ThreatModel:
     s = plan.scenario
-    return ThreatModel.for_data(data.train, s.budget, eps=s.eps, clean_label=s.clean_label, target_class=s.target_class,
-                                source_class=s.source_class, goal=plan.attack.goal(s) or s.goal,
-                                knowledge=s.knowledge, setting=s.setting)
+    threat = ThreatModel.for_data(data.train, s.budget, eps=s.eps, clean_label=s.clean_label,
+                                  target_class=s.target_class, source_class=s.source_class,
+                                  goal=plan.attack.goal(s) or s.goal, knowledge=s.knowledge, setting=s.setting)
+    require_poisons(s.budget, threat, plan.attack.name)
+    return threat
 
 
 def set_up(plan: Plan, networks: Networks | None, trial: int) -> TrialSetup:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from ..errors import ConfigError
+from ..errors import unknown
 from .dataset import Dataset, Splits, check_images
 from .loaders import load_cifar10, load_digits_dataset, load_idx_dataset, load_mnist_t10k, load_npz
 
@@ -16,10 +16,12 @@ from .loaders import load_cifar10, load_digits_dataset, load_idx_dataset, load_m
 class DatasetInfo:
     load: Callable[..., Splits]
     summary: str
+    reads_files: bool = True  # False: built in (no --data-root)
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(load_digits_dataset, "scikit-learn's 8x8 handwritten digits, 1,797 images; always there"),
+    "digits": DatasetInfo(load_digits_dataset, "scikit-learn's 8x8 handwritten digits, 1,797 images; always there",
+                          reads_files=False),
     "mnist": DatasetInfo(partial(load_idx_dataset, "mnist"), "MNIST 28x28 digits, 60k/10k, IDX files"),
     "mnist-t10k": DatasetInfo(load_mnist_t10k, "the 10k MNIST test images alone, split 3,400/6,600 (seed 0)"),
     "fashion-mnist": DatasetInfo(partial(load_idx_dataset, "fashion-mnist"),
@@ -38,7 +40,7 @@ def load_dataset(name: str, root=None, download: bool | None = None, opener=None
     if download is None:
         download = not os.environ.get("POISONLAB_OFFLINE")
     if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
+        raise unknown("dataset", name, DATASETS)
     loader = DATASETS[name].load
     if name in ("mnist", "mnist-t10k", "fashion-mnist", "cifar10"):
         return loader(root=root, download_missing=download, opener=opener)

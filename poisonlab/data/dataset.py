@@ -90,8 +90,9 @@ class Dataset:
         if size is None:
             size = len(self)
         if not 0 < size <= len(self):
-            raise ConfigError(f"cannot take {size} samples from {self.name}, which has {len(self)}; "
-                              f"ask for 1..{len(self)}.")
+            split = {"train": "training", "test": "test"}.get(stream, stream)
+            raise ConfigError(f"cannot take {size} {split} samples from {self.name}, which has {len(self)} here; "
+                              f"ask for 1..{len(self)} (--{stream}-size).")
         if first:
             return self.take(torch.arange(size))
         order = torch.randperm(len(self), generator=generator(seed, stream))

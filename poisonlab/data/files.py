@@ -9,13 +9,14 @@ import os
 import pickle
 import tempfile
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -84,6 +85,27 @@ def safe_unpickle(data: bytes, source: str) -> object:
         raise DataError(f"{source} is not a readable pickle ({type(exc).__name__}: {exc}).") from None
 
 
+def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an npz file, refusing pickled objects; anything unreadable is one DataError naming why."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist (or is not a file); expected {what} (.npz).")
+    head = path.open("rb").read(4)
+    if head[:2] != b"PK":
+        why = "is empty" if not head else "is not an .npz (zip) file"
+        raise DataError(f"{path} {why}; expected {what} saved with numpy.savez.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise DataError(f"{path} holds object arrays, which only a pickle can read; poisonlab never unpickles "
+                            f"an npz: save {what} as plain numeric arrays.") from None
+        raise DataError(f"{path} is damaged ({exc}); expected {what}: write it again.") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        raise DataError(f"{path} is truncated or damaged ({type(exc).__name__}: {exc}); expected {what}: copy or "
+                        "write it again.") from None
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -97,6 +119,28 @@ def default_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def check_writable(path: str | Path, what: str, folder: bool = True) -> Path:
+    """`path` if poisonlab can write there: an existing folder (or, `folder=False`, a file or nothing) whose
+    nearest existing ancestor is a folder that accepts new entries; else one ConfigError saying why. Nothing
+    is left behind: the probe is a temporary folder, removed at once."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is not a folder (a file of that name exists); choose another path.")
+    if not folder and path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file name, e.g. {path / 'poisons.npz'}.")
+    ancestor = path if folder else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{what} {path} cannot be created: {ancestor} is not a folder; choose another path.")
+    try:
+        tempfile.TemporaryDirectory(dir=ancestor, prefix=".poisonlab-probe-").cleanup()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be created: {ancestor} does not accept new files "
+                          f"({exc.strerror}); choose another path.") from None
+    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import DataError
 from .dataset import Dataset, Splits
-from .files import download, read_idx, safe_unpickle
+from .files import download, read_idx, read_npz, safe_unpickle
 
 DEBIAN_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -207,31 +207,54 @@ def cifar_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_npz(root=None, **_) -> Splits:
-    """A user's own arrays: `x`, `y` (split 80/20, seed 0) or `x_train`, `y_train`, `x_test`, `y_test`."""
-    if root is None or not Path(root).is_file():
-        raise DataError(f"npz: --data-root must be the path of an .npz file holding x and y (or x_train, y_train, "
-                        f"x_test, y_test); got {root!r}.")
-    try:
-        with np.load(root, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{root} is not a readable .npz file without pickled objects ({exc}).") from None
-    name = Path(root).stem
-    classes = tuple(str(c) for c in arrays["class_names"]) if "class_names" in arrays else None
+    """A user's own arrays: `x`, `y` (split 80/20, seed 0) or `x_train`, `y_train`, `x_test`, `y_test`, optionally
+    `class_names` and `train_index` / `test_index`; checked whole (keys, lengths, shapes, dtypes, ranges)."""
+    if root is None:
+        raise DataError("npz: --data-root must be the path of an .npz file holding x and y (or x_train, y_train, "
+                        "x_test, y_test).")
+    root = Path(root)
+    arrays = read_npz(root, "images and labels (x and y, or x_train, y_train, x_test, y_test)")
+    name = root.stem
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
-        parts = [(arrays[f"x_{s}"], arrays[f"y_{s}"], arrays.get(f"{s}_index")) for s in ("train", "test")]
+        parts = [(arrays[f"x_{s}"], arrays[f"y_{s}"], arrays.get(f"{s}_index"), s) for s in ("train", "test")]
     elif {"x", "y"} <= arrays.keys():
+        check_lengths(root, arrays["x"], arrays["y"], "")
+        if arrays["x"].ndim not in (3, 4):
+            raise DataError(f"{root}: images x must be N×H×W, N×H×W×C or N×C×H×W; got shape {arrays['x'].shape}.")
         order = np.random.default_rng(0).permutation(len(arrays["y"]))
         cut = int(0.8 * len(order))
-        parts = [(arrays["x"][i], arrays["y"][i], i) for i in (order[:cut], order[cut:])]
+        parts = [(arrays["x"][i], arrays["y"][i], i, s) for i, s in ((order[:cut], "train"), (order[cut:], "test"))]
     else:
         raise DataError(f"{root} holds arrays {sorted(arrays)}; expected x and y, or x_train, y_train, x_test, "
                         "y_test.")
-    n_classes = len(classes) if classes else int(max(p[1].max() for p in parts)) + 1
+    for x, y, index, split in parts:
+        check_lengths(root, x, y, f" ({split} split)")
+        if index is not None and (np.asarray(index).shape != (len(y),) or
+                                  not np.issubdtype(np.asarray(index).dtype, np.integer)):
+            raise DataError(f"{root}: {split}_index must hold one integer index per {split} image ({len(y)}); got "
+                            f"{np.asarray(index).dtype} of shape {np.asarray(index).shape}.")
+    classes = tuple(str(c) for c in arrays["class_names"]) if "class_names" in arrays else None
+    labels = [p[1] for p in parts]
+    if any(np.asarray(y).ndim != 1 or not np.issubdtype(np.asarray(y).dtype, np.integer) for y in labels):
+        bad = next(y for y in labels if np.asarray(y).ndim != 1 or not np.issubdtype(np.asarray(y).dtype, np.integer))
+        raise DataError(f"{root}: labels must be a 1-D integer array; got {bad.dtype} shape {bad.shape}.")
+    n_classes = len(classes) if classes else int(max(y.max() for y in labels if len(y))) + 1
+    if n_classes < 2:
+        raise DataError(f"{root}: every label is 0; a classifier needs at least two classes.")
     classes = classes or tuple(str(c) for c in range(n_classes))
-    return Splits(*(Dataset(to_images(x, root), to_labels(y, n_classes, root), classes, name,
-                            None if i is None else torch.from_numpy(np.asarray(i, dtype=np.int64)))
-                    for x, y, i in parts))
+    splits = [Dataset(to_images(x, root), to_labels(y, n_classes, root), classes, name,
+                      None if i is None else torch.from_numpy(np.asarray(i, dtype=np.int64)))
+              for x, y, i, _ in parts]
+    if splits[0].x.shape[1:] != splits[1].x.shape[1:]:
+        raise DataError(f"{root}: training images have shape {tuple(splits[0].x.shape[1:])} but test images "
+                        f"{tuple(splits[1].x.shape[1:])}; both splits need images of one shape.")
+    return Splits(*splits)
+
+
+def check_lengths(root: Path, x: np.ndarray, y: np.ndarray, where: str) -> None:
+    if len(x) != len(y):
+        raise DataError(f"{root}{where} holds {len(x)} images but {len(y)} labels; each image needs exactly one "
+                        "label.")
 
 
 def to_images(x: np.ndarray, source) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown
 from .architectures import Classifier, convnet, convnet_wide, lasso, linear_svm, logistic, mlp, resnet8, resnet18, ridge
 from .cache import ModelCache, cached_model, config_hash
 from .train import TrainRecipe, evaluate, predict, train
@@ -37,7 +37,7 @@ MODELS: dict[str, ModelInfo] = {
 def build_model(name: str, shape: Sequence[int], num_classes: int, seed: int = 0) -> Classifier:
     """A freshly initialised model for images of `shape` (C, H, W); the seed fixes its initial weights."""
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+        raise unknown("model", name, MODELS)
     if len(shape) != 3 or num_classes < 2:
         raise ConfigError(f"a model needs an image shape (C, H, W) and at least 2 classes; got {tuple(shape)}, "
                           f"{num_classes}.")

@@ -7,8 +7,8 @@ from importlib import resources
 
 import yaml
 
-from ...data import load_dataset
-from ...errors import ConfigError, DataError
+from ...data import DATASETS, load_dataset
+from ...errors import ConfigError, DataError, unknown
 from ..scenario import Scenario, scenario_from_dict
 
 
@@ -29,7 +29,7 @@ def suite_names() -> list[str]:
 
 def suite_spec(name: str) -> dict:
     if name not in suite_names():
-        raise ConfigError(f"unknown suite {name!r}; choose one of: {', '.join(suite_names())}.")
+        raise unknown("suite", name, suite_names())
     return yaml.safe_load(resources.files(__package__).joinpath(f"{name}.yaml").read_text())
 
 
@@ -47,8 +47,11 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
             raise ConfigError(f"{flag} is for the targeted suites (toxic, toxic-cifar10); suite {name!r} has no "
                               "targeted attacks.")
     scenarios, skipped = [], []
+    reading = [g for g in spec["groups"] if DATASETS[g["base"]["dataset"]].reads_files]
+    if data_root is not None and not reading:
+        raise ConfigError(f"suite {name!r} runs on built-in data only and reads no files: leave --data-root out.")
     for group in spec["groups"]:
-        base = dict(group["base"], data_root=data_root)
+        base = dict(group["base"], data_root=data_root if group in reading else None)
         if trials is not None:
             base["trials"] = trials
         if setups is not None:
