@@ -350,6 +350,9 @@ def run_and_report(scenarios, out: Path, workers: int, as_json: bool, progress: 
     store = run_scenarios(scenarios, out, workers, progress, batch_trials)
     rows = summarize(store, scenarios)
     warn_damaged(store)
+    for row in rows:
+        for warning in row.get("warnings", ()):
+            typer.echo(f"warning: {warning}", err=True)
     text = write_report(out, rows, title)
     typer.echo(json.dumps(rows, indent=1) if as_json else text)
     if not as_json:
@@ -371,9 +374,8 @@ def main() -> None:
         typer.echo("interrupted: finished trials are saved; run the same command again to resume.", err=True)
         sys.exit(130)
     except Exception as exc:  # click's usage errors (its exception classes move between typer versions)
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            typer.echo(exc.ctx.get_help())
-            sys.exit(0)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
+            sys.exit(exc.exit_code)
         if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
             raise
         command = f" {exc.ctx.info_name}" if getattr(exc, "ctx", None) is not None and exc.ctx.parent else ""

@@ -56,7 +56,8 @@ def test_all_to_all_badnets_moves_each_class_to_the_next(digits):
 
 
 def test_label_flipping_40pct_raises_logistic_test_error_on_digits():
-    base = dict(dataset="digits", model="logistic", recipe=dict(epochs=30, batch_size=64, lr=0.01))
+    base = dict(dataset="digits", model="logistic",
+                recipe=dict(epochs=30, batch_size=64, lr=0.01, schedule="constant"))
     clean, _ = rates(base, 1)
     flipped, _ = rates({**base, "attack": "label-flip", "budget": 0.4}, 1)
     assert flipped <= clean - 0.04  # measured: 95.8% -> 90.0% (one trial)

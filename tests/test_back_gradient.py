@@ -49,7 +49,8 @@ def test_flat_model_keeps_no_batch_norm_state_and_leaves_the_model_alone():
 
 def test_ten_points_raise_0_vs_4_logistic_error_more_than_alfa_and_random_flips():
     # the victim trains as the attacker assumes (white-box): 100 full-batch gradient steps, lr 0.1, same init
-    recipe = dict(optimizer="sgd", lr=0.1, momentum=0.0, batch_size=1000, epochs=100, weight_decay=1e-3)
+    recipe = dict(optimizer="sgd", lr=0.1, momentum=0.0, batch_size=1000, epochs=100, weight_decay=1e-3,
+                  schedule="constant")
     base = dict(mnist_0_vs_4(), model="logistic", recipe=recipe, budget=10)
     error, clean = mean_errors(dict(base, attack="back-gradient"), 3)
     alfa, _ = mean_errors(dict(base, attack="alfa"), 3)
@@ -60,7 +61,8 @@ def test_ten_points_raise_0_vs_4_logistic_error_more_than_alfa_and_random_flips(
 
 
 def test_targeted_back_gradient_moves_4s_to_0_far_beyond_its_starting_points():
-    recipe = dict(optimizer="sgd", lr=0.1, momentum=0.0, batch_size=1000, epochs=100, weight_decay=1e-3)
+    recipe = dict(optimizer="sgd", lr=0.1, momentum=0.0, batch_size=1000, epochs=100, weight_decay=1e-3,
+                  schedule="constant")
     scenario = dict(mnist_0_vs_4(), model="logistic", recipe=recipe, attack="back-gradient", budget=20,
                     source_class=1, target_class=0)
     success, others, clean_others = targeted_rates(scenario, 2)

@@ -4,6 +4,7 @@ exit status 2, no traceback, and nothing written; and an --out folder's results 
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import sqlite3
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.test_cli import poisonlab
+from tests.test_data import Evil, write_cifar_batches
 
 DIGITS = ("--dataset", "digits", "--train-size", "200", "--test-size", "100")
 TARGETED = (*DIGITS, "--model", "convnet", "--attack", "feature-collision", "--setting", "frozen", "--budget", "3")
@@ -53,6 +55,22 @@ def files(tmp_path_factory) -> dict[str, Path]:
                      y_train=np.arange(20) % 10, x_test=rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
                      y_test=np.arange(10))
     f["cifar_trunc"].write_bytes(cifar.read_bytes()[:300])
+    for name, (images, labels) in {
+            "idx_truncated": (idx(rng.integers(0, 256, (5, 28, 28)), 3)[:-10], idx(np.arange(5), 1)),
+            "idx_mismatch": (idx(rng.integers(0, 256, (5, 28, 28)), 3), idx(np.arange(4), 1)),
+            "idx_labels": (idx(rng.integers(0, 256, (5, 28, 28)), 3), idx(np.array([0, 1, 2, 3, 12]), 1)),
+            "idx_dims": (idx(rng.integers(0, 256, (5, 784)), 2), idx(np.arange(5), 1)),
+            "idx_text": (b"hello world, not an idx file", idx(np.arange(5), 1))}.items():
+        (d / name).mkdir()
+        (d / name / "t10k-images-idx3-ubyte").write_bytes(images)
+        (d / name / "t10k-labels-idx1-ubyte").write_bytes(labels)
+        f[name] = d / name
+    for name, batch in {"cifar_keys": {b"data": np.zeros((2, 3072), np.uint8)},
+                        "cifar_shape": {b"data": np.zeros((2, 1000), np.uint8), b"labels": [0, 1]},
+                        "cifar_evil": Evil()}.items():
+        write_cifar_batches(d / name / "cifar-10-batches-py")
+        (d / name / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+        f[name] = d / name
     entry = {"target class": 0, "target index": 3, "base class": 1, "base indices": [1, 2, 3]}
     for name, text in {"setups_number": json.dumps([{**entry, "base indices": 5}]),
                        "setups_string": json.dumps([{**entry, "target index": "3"}]),
@@ -86,6 +104,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     poisonlab("craft", str(f["poisons"]), "--attack", "label-flip", "--train-size", "200", "--budget", "10",
               check=True)
     return f
+
+
+def idx(values: np.ndarray, ndim: int) -> bytes:
+    """An IDX file (uint8) of `values` with `ndim` dimensions in its header."""
+    values = np.asarray(values, dtype=np.uint8)
+    return bytes([0, 0, 0x08, ndim]) + b"".join(n.to_bytes(4, "big") for n in values.shape) + values.tobytes()
 
 
 def poison_variant(files, name: str, meta_change=None, manifest_change=None, arrays_change=None) -> Path:
@@ -194,7 +218,11 @@ CASES = {
     "data root for digits": (("run", *DIGITS, "--data-root", "{tmp}"), ["--data-root", "digits"]),
     "data root missing": (("run", "--dataset", "fashion-mnist", "--data-root", "{tmp}/nowhere"), ["nowhere"]),
     "cuda without a gpu": (("run", *DIGITS, "--device", "cuda:7"), ["cuda"]),
-    "lasso without exact": (("run", *DIGITS, "--model", "lasso"), ["lasso", "exact"]),
+    "exact for a network": (("run", *DIGITS, "--model", "mlp", "--optimizer", "exact"), ["exact", "mlp", "adam"]),
+    "frozen logistic": (("run", *DIGITS, "--model", "logistic", "--setting", "frozen"), ["frozen", "logistic"]),
+    "bench trials zero": (("bench", "--suite", "quick", "--trials", "0"), ["trials"]),
+    "bench setups on quick": (("bench", "--suite", "quick", "--setups", "{setups_empty}"), ["--setups", "quick"]),
+    "lasso without exact": (("run", *DIGITS, "--model", "lasso", "--optimizer", "adam"), ["lasso", "exact"]),
     "clean-label with label flip": (("run", *DIGITS, "--model", "logistic", "--attack", "label-flip", "--budget",
                                      "10", "--clean-label"), ["clean-label"]),
     "svm-kkt without val": (("run", "--dataset", "digits", "--test-size", "50", "--classes", "0,1", "--model",
@@ -230,6 +258,15 @@ CASES = {
     "npz train/test shapes": (("run", "--dataset", "npz", "--data-root", "{test_mismatch}"), ["shape"]),
     "npz missing": (("run", "--dataset", "npz", "--data-root", "{tmp}/none.npz"), ["none.npz"]),
     "npz no root": (("run", "--dataset", "npz"), ["--data-root"]),
+    "idx truncated": (("run", "--dataset", "mnist-t10k", "--data-root", "{idx_truncated}"), ["truncated", "header"]),
+    "idx pair mismatch": (("run", "--dataset", "mnist-t10k", "--data-root", "{idx_mismatch}"),
+                          ["5 images", "4 labels"]),
+    "idx labels out of range": (("run", "--dataset", "mnist-t10k", "--data-root", "{idx_labels}"), ["labels", "12"]),
+    "idx wrong dimensions": (("run", "--dataset", "mnist-t10k", "--data-root", "{idx_dims}"), ["2 dimensions"]),
+    "idx text": (("run", "--dataset", "mnist-t10k", "--data-root", "{idx_text}"), ["not an IDX file"]),
+    "cifar batch keys": (("run", "--dataset", "cifar10", "--data-root", "{cifar_keys}"), ["b'labels'"]),
+    "cifar batch shape": (("run", "--dataset", "cifar10", "--data-root", "{cifar_shape}"), ["N×3072"]),
+    "cifar malicious pickle": (("run", "--dataset", "cifar10", "--data-root", "{cifar_evil}"), ["refused to unpickle"]),
     "cifar npz truncated": (("run", "--dataset", "cifar10", "--data-root", "{cifar_trunc}"), ["cifar_trunc.npz"]),
     "cifar from a folder of nothing": (("run", "--dataset", "cifar10", "--data-root", "{tmp}"), ["cifar"]),
     # setups files
@@ -383,3 +420,27 @@ def test_an_out_folder_survives_every_refused_command(files, tmp_path, monkeypat
 
 def test_the_corpus_covers_every_category():
     assert len(CASES) + len(POISON_VARIANTS) >= 60
+
+
+def test_a_victim_near_chance_is_warned_about_in_the_row_and_on_the_terminal(tmp_path):
+    result = poisonlab("run", *DIGITS, "--model", "logistic", "--attack", "label-flip", "--budget", "10", "--epochs",
+                       "1", "--lr", "0.0001", "--out", str(tmp_path), "--json", "--no-progress", check=True)
+    [row] = json.loads(result.stdout)
+    assert row["warnings"] and "near chance" in row["warnings"][0]
+    assert result.stderr.startswith("warning: ") and "near chance" in result.stderr
+    assert "near chance" in (tmp_path / "report.md").read_text()
+
+
+def test_the_issue_s_logistic_default_trains_a_model_and_warns_of_nothing(tmp_path):
+    """`--model logistic` with no recipe on 200 digits reached 8-12% with the old generic default."""
+    result = poisonlab("run", "--dataset", "digits", "--model", "logistic", "--attack", "label-flip", "--budget",
+                       "0.05", "--train-size", "200", "--out", str(tmp_path), "--json", "--no-progress", check=True)
+    [row] = json.loads(result.stdout)
+    assert row["control_clean_accuracy"] > 0.85 and row["warnings"] == [] and "warning" not in result.stderr
+
+
+def test_a_whole_count_and_a_whole_fraction_get_different_names():
+    from poisonlab.bench.scenario import scenario_from_dict
+
+    one, everything = (scenario_from_dict(dict(attack="label-flip", budget=b)) for b in (1, 1.0))
+    assert one.label != everything.label and one.hash != everything.hash

@@ -17,7 +17,7 @@ from poisonlab.bench.tables import markdown
 from poisonlab.errors import ConfigError, DataError
 
 SMALL = dict(dataset="digits", model="logistic", attack="badnets", budget=0.05, target_class=1,
-             recipe=dict(epochs=3, batch_size=64, lr=0.01), trials=2)
+             recipe=dict(epochs=3, batch_size=64, lr=0.01, schedule="constant"), trials=2)
 
 
 def test_scenario_round_trips_through_yaml_and_rejects_typos(tmp_path):

@@ -202,3 +202,46 @@ def test_ridge_trains_by_gradient_descent_and_lasso_asks_for_the_exact_solver(di
     assert evaluate(model, digits.test) > 0.85
     with pytest.raises(ConfigError, match="--optimizer exact"):
         train(build_model("lasso", digits.train.shape, 10), digits.train, TrainRecipe())
+
+
+LINEAR_MODELS = ("logistic", "linear-svm", "ridge", "lasso")
+NETWORKS = ("mlp", "convnet", "convnet-wide", "resnet8")
+# Clean test accuracy each model's default recipe must reach (measured 2026-12-06, seed 0, a few points above
+# each floor; docs/inputs.md lists the figures): dataset, training images (None: all), model, floor.
+FLOORS = [
+    *(("digits", None, m, 0.90) for m in ("logistic", "linear-svm", "ridge", "lasso")),
+    ("digits", None, "mlp", 0.93), *(("digits", None, m, 0.95) for m in ("convnet", "convnet-wide", "resnet8")),
+    ("digits", 200, "logistic", 0.85),
+    *(("mnist-t10k", 2000, m, 0.84) for m in ("logistic", "linear-svm")),
+    *(("mnist-t10k", 2000, m, 0.77) for m in ("ridge", "lasso")), ("mnist-t10k", 2000, "mlp", 0.87),
+    *(("fashion-mnist", 2000, m, 0.72) for m in LINEAR_MODELS), ("fashion-mnist", 2000, "mlp", 0.76),
+    ("cifar10", None, "logistic", 0.25), ("cifar10", None, "mlp", 0.33),
+]
+SLOW_FLOORS = [("digits", None, "resnet18", 0.95), ("mnist-t10k", 2000, "convnet", 0.93),
+               ("fashion-mnist", 2000, "convnet", 0.80), ("cifar10", None, "convnet", 0.58)]
+
+
+def default_recipe_accuracy(dataset: str, train_size: int | None, model: str, request) -> float:
+    """Clean accuracy of `model` trained by the recipe `poisonlab run` gives it when none is set (on the CIFAR-10
+    subset for cifar10, the real MNIST test images for mnist-t10k; skipped where those are absent)."""
+    from poisonlab.bench.scenario import scenario_from_dict
+    from poisonlab.data import load_dataset
+
+    roots = {"cifar10": "cifar_subset_path", "mnist-t10k": "mnist_dir", "fashion-mnist": "fashion"}
+    root = request.getfixturevalue(roots[dataset]) if dataset in roots else None
+    root = None if dataset == "fashion-mnist" else root
+    recipe = scenario_from_dict(dict(dataset=dataset, model=model)).recipe
+    data = load_dataset(dataset, root=root, download=False).subset(None, train_size, None, seed=0)
+    net = train(build_model(model, data.train.shape, data.train.num_classes, seed=0), data.train, recipe, seed=0)
+    return evaluate(net, data.test)
+
+
+@pytest.mark.parametrize("dataset, train_size, model, floor", FLOORS)
+def test_every_model_s_default_recipe_trains_a_useful_model(dataset, train_size, model, floor, request):
+    assert default_recipe_accuracy(dataset, train_size, model, request) >= floor
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset, train_size, model, floor", SLOW_FLOORS)
+def test_the_larger_networks_default_recipes_train_useful_models(dataset, train_size, model, floor, request):
+    assert default_recipe_accuracy(dataset, train_size, model, request) >= floor

@@ -87,6 +87,9 @@ def check_networks(plan: Plan) -> None:
             raise unknown("model", name, MODELS)
     if scenario.model == "lasso" and scenario.recipe.optimizer != "exact":
         raise ConfigError("the lasso model is solved exactly: pass --optimizer exact (its L1 penalty is set by --C).")
+    if scenario.recipe.optimizer == "exact" and scenario.model in PRETRAINABLE:
+        raise ConfigError(f"optimizer 'exact' solves the linear models ({', '.join(LINEAR)}) to optimality; "
+                          f"{scenario.model} trains with --optimizer adam or sgd.")
     if attack.needs == "nothing":
         if scenario.knowledge != "white-box" or scenario.surrogates is not None:
             raise ConfigError(f"knowledge and surrogates choose the networks an attacker crafts on; {attack.name} "
@@ -106,7 +109,8 @@ def check_networks(plan: Plan) -> None:
                           "attack's is recorded in its rows) or choose an attack that pursues it.")
 
 
-PRETRAINABLE = tuple(name for name in MODELS if name not in ("logistic", "linear-svm", "ridge", "lasso"))
+LINEAR = ("logistic", "linear-svm", "ridge", "lasso")
+PRETRAINABLE = tuple(name for name in MODELS if name not in LINEAR)
 
 
 def check_defense(plan: Plan) -> None:

@@ -12,17 +12,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError, did_you_mean, read_file
-from ..models import TrainRecipe, config_hash
+from ..models import MODELS, TrainRecipe, config_hash
 
 HASH_EXCLUDES = {"name", "trials", "data_root"}
 RECIPE_KEYS = tuple(TrainRecipe.model_fields)
 # The victim's default training by setting: a frozen extractor retrains only the linear head (200 full-batch Adam
-# steps on precomputed features), fine-tuning trains every layer briefly from the pretrained weights, and from
-# scratch keeps the generic recipe (suites give their own).
+# steps on precomputed features), fine-tuning trains every layer briefly from the pretrained weights; from
+# scratch, each model has its own default recipe (MODELS[name].recipe; suites give their own).
 SETTING_RECIPES = {
     "frozen": TrainRecipe(epochs=200, batch_size=1 << 20, lr=0.01, trainable="head"),
     "finetune": TrainRecipe(epochs=5, batch_size=128, lr=1e-4, augment="flip-crop"),
-    "scratch": TrainRecipe(),
 }
 # How the network a targeted attack starts from is pretrained on the clean training set (frozen and finetune
 # victims and every surrogate): 30 epochs, Adam 3e-3, cosine, flips and crops (70% on the CIFAR-10 subset).
@@ -66,9 +65,12 @@ class Scenario(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def setting_recipe(cls, data):
-        """An unset recipe (or unset recipe keys) take the setting's default (SETTING_RECIPES)."""
+        """An unset recipe (or unset recipe keys) take the setting's default (SETTING_RECIPES); from scratch, the
+        model's own (MODELS[model].recipe)."""
         if isinstance(data, dict):
-            default = SETTING_RECIPES.get(data.get("setting", "scratch"), TrainRecipe())
+            model, setting = data.get("model", "convnet"), data.get("setting", "scratch")
+            scratch = MODELS[model].recipe if isinstance(model, str) and model in MODELS else TrainRecipe()
+            default = SETTING_RECIPES[setting] if isinstance(setting, str) and setting in SETTING_RECIPES else scratch
             given = data.get("recipe")
             if given is None or isinstance(given, dict):
                 data = {**data, "recipe": {**default.model_dump(), **(given or {})}}

@@ -7,6 +7,7 @@ target image per trial). Every measure has its `control_` twin: the same victim 
 from __future__ import annotations
 
 from ..attacks import make_attack
+from ..data import DATASETS, load_dataset
 from ..defenses import DEFENSES
 from ..metrics import Rate
 from .rows import TrialRow
@@ -59,11 +60,29 @@ def summary_row(scenario: Scenario, trials: list[TrialRow]) -> dict:
     row |= {"max_perturbation": max(t.max_perturbation for t in trials),
             "seconds_per_trial": mean(trials, "seconds"), "craft_seconds_per_trial": mean(trials, "craft_seconds"),
             "train_seconds_per_trial": mean(trials, "train_seconds"), "scenario_hash": scenario.hash}
+    row["warnings"] = chance_warnings(scenario, control_accuracy)
     if trials[0].targeted is not None:
         row |= targeted_fields(scenario, trials)
     if scenario.defense != "none":
         row |= defense_fields(scenario, trials)
     return row
+
+
+def chance_warnings(scenario: Scenario, control_accuracy: Rate) -> list[str]:
+    """A warning when the clean-trained victim is near chance (within a tenth of the way from chance to
+    perfect): its recipe has not trained it, and what the attack changes means little."""
+    classes = len(scenario.classes) if scenario.classes else num_classes(scenario.dataset, scenario.data_root)
+    chance = 1 / classes
+    if control_accuracy.value >= chance + 0.1 * (1 - chance):
+        return []
+    return [f"{scenario.label}: the victim trained on clean data reaches {control_accuracy.value:.1%} clean "
+            f"accuracy, near chance ({chance:.0%} for {classes} classes); its recipe does not train it (raise "
+            "--epochs or --lr, or leave the recipe to the model's default) and the attack's effect means little."]
+
+
+def num_classes(dataset: str, data_root: str | None) -> int:
+    info = DATASETS[dataset]
+    return info.num_classes or load_dataset(dataset, root=data_root, download=False).train.num_classes
 
 
 def attack_fields(trials: list[TrialRow]) -> dict:

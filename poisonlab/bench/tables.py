@@ -54,7 +54,8 @@ def markdown(rows: list[dict], title: str | None = None) -> str:
         chosen = [r for r in rows if keep(r)]
         if chosen:
             lines += ["", *table(columns, [cells(r) for r in chosen])]
-    return "\n".join(lines) + "\n"
+    warnings = [f"- warning: {w}" for r in rows for w in r.get("warnings", ())]
+    return "\n".join(lines + ([""] + warnings if warnings else [])) + "\n"
 
 
 def defense_outcome(r: dict) -> str:

@@ -17,6 +17,7 @@ class DatasetInfo:
     load: Callable[..., Splits]
     summary: str
     reads_files: bool = True  # False: built in (no --data-root)
+    num_classes: int | None = 10  # None: read from the files
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -27,7 +28,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo(partial(load_idx_dataset, "fashion-mnist"),
                                  "Fashion-MNIST 28x28 clothing, 60k/10k, IDX files (Debian: dataset-fashion-mnist)"),
     "cifar10": DatasetInfo(load_cifar10, "CIFAR-10 32x32 colour, 50k/10k, python batches (restricted unpickler)"),
-    "npz": DatasetInfo(load_npz, "your own arrays in an .npz file (x, y or x_train, y_train, x_test, y_test)"),
+    "npz": DatasetInfo(load_npz, "your own arrays in an .npz file (x, y or x_train, y_train, x_test, y_test)",
+                       num_classes=None),
 }
 
 
