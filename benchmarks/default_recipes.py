@@ -23,7 +23,7 @@ CASES = [("digits", None, ("logistic", "linear-svm", "ridge", "lasso", "mlp", "c
          ("digits", 200, ("logistic",)),
          ("mnist-t10k", 2000, ("logistic", "linear-svm", "ridge", "lasso", "mlp", "convnet")),
          ("fashion-mnist", 2000, ("logistic", "linear-svm", "ridge", "lasso", "mlp", "convnet")),
-         ("cifar10", None, ("logistic", "mlp", "convnet"))]
+         ("cifar10", None, ("logistic", "linear-svm", "ridge", "mlp", "convnet"))]
 SLOW = [("digits", None, ("resnet18",))]
 
 

@@ -188,7 +188,7 @@ def bench(
 DataOpt = Annotated[str, typer.Option(help=names(DATASETS))]
 TrainSizeOpt = Annotated[int | None, typer.Option(help="Seeded random subset of the training set (same --seed "
                                                   "and size in `craft` and `scan`).")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the subset, the attack and the model.")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="Seed of the subset, the attack and the model.")]
 
 
 @app.command()
@@ -240,7 +240,7 @@ def scan(
                                                             "hyper-parameter KEY=VALUE.")] = None,
     model: Annotated[str, typer.Option(help="The model trained on the data for feature-space detectors.")]
     = "convnet",
-    epochs: Annotated[int, typer.Option(help="Training epochs of that model.")] = 4,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of that model.")] = 4,
     lr: Annotated[float, typer.Option(help="Its learning rate (Adam, cosine schedule, batch 64).")] = 0.002,
     top: Annotated[int, typer.Option(min=1, help="How many of the most suspicious images the grid shows.")] = 64,
     seed: SeedOpt = 0, out: OutOpt = None, progress: ProgressOpt = True,
@@ -252,6 +252,8 @@ def scan(
     from .scan import rank, write_scan
 
     out = check_writable(out or Path("poisonlab-out") / "scan", "--out")
+    if not 0 < lr < float("inf"):
+        raise ConfigError(f"--lr {lr} must be a positive learning rate, e.g. 0.002.")
     chosen, train, is_poison = scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_param,
                                            seed, parse_params)
     fitted = scan_model(model, train, epochs, lr, seed, out, progress) if chosen.needs_model else None

@@ -209,6 +209,10 @@ CASES = {
     "trials zero": (("run", *DIGITS, "--trials", "0"), ["trials"]),
     "epochs zero": (("run", *DIGITS, "--epochs", "0"), ["epochs"]),
     "lr negative": (("run", *DIGITS, "--lr", "-1"), ["lr"]),
+    "lr infinite": (("run", *DIGITS, "--lr", "1e400"), ["lr", "inf"]),
+    "weight decay infinite": (("run", *DIGITS, "--weight-decay", "inf"), ["weight_decay", "inf"]),
+    "batch size huge": (("run", *DIGITS, "--batch-size", "99999999999999999999"), ["batch_size"]),
+    "trials huge": (("run", *DIGITS, "--trials", "99999999999999999999"), ["trials"]),
     "momentum one": (("run", *DIGITS, "--momentum", "1.5"), ["momentum"]),
     "batch size zero": (("run", *DIGITS, "--batch-size", "0"), ["batch_size"]),
     "workers zero": (("run", *DIGITS, "--workers", "0"), ["--workers"]),
@@ -302,6 +306,9 @@ CASES = {
     "scan missing poison set": (("scan", "--train-size", "200", "--poison-set", "{tmp}/none.npz"), ["none.npz"]),
     "scan other data": (("scan", "--train-size", "300", "--poison-set", "{poisons}"),
                         ["--train-size 200 (here 300)"]),
+    "scan epochs zero": (("scan", "--train-size", "200", "--epochs", "0"), ["--epochs"]),
+    "scan lr zero": (("scan", "--train-size", "200", "--lr", "0"), ["--lr"]),
+    "craft seed negative": (("craft", "{tmp}/p", "--attack", "label-flip", "--seed", "-1"), ["--seed"]),
     "scan not a detector": (("scan", "--detector", "dp-sgd"), ["not a detector"]),
 }
 
@@ -418,8 +425,10 @@ def test_an_out_folder_survives_every_refused_command(files, tmp_path, monkeypat
     assert [r["scenario"] for r in json.loads(report.stdout)] == ["digits/logistic/label-flip@10"]
 
 
-def test_the_corpus_covers_every_category():
-    assert len(CASES) + len(POISON_VARIANTS) >= 60
+def test_the_corpus_covers_every_category_and_the_docs_give_its_size():
+    size = len(CASES) + len(POISON_VARIANTS)
+    assert size >= 60
+    assert f"a corpus of {size} bad commands" in (Path(__file__).parents[1] / "docs" / "inputs.md").read_text()
 
 
 def test_a_victim_near_chance_is_warned_about_in_the_row_and_on_the_terminal(tmp_path):

@@ -35,7 +35,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6
 NAMES = ["digits", "npz", "cifar10", "convnet", "logistic", "lasso", "badnets", "label-flip", "feature-collision",
          "metapoison", "spectral-signatures", "deep-knn", "none", "frozen", "scratch", "grey-box", "cpu", "cuda", "gpu",
          "adam", "exact", "flip-crop"]
-field_values = json_values | st.sampled_from(NAMES) | st.floats(-2, 2) | st.integers(-3, 12) | \
+field_values = json_values | st.sampled_from(NAMES) | st.floats(-2, 2) | st.integers(-3, 12) | st.integers() | \
     st.lists(st.integers(-1, 11), max_size=4) | st.dictionaries(st.sampled_from(["patch_size", "removal", "epochs",
                                                                                 "steps", "k", "lr"]), json_values)
 scenario_dicts = st.dictionaries(st.sampled_from([*Scenario.model_fields, "trian_size", "attack_param"]),

@@ -215,10 +215,12 @@ FLOORS = [
     *(("mnist-t10k", 2000, m, 0.84) for m in ("logistic", "linear-svm")),
     *(("mnist-t10k", 2000, m, 0.77) for m in ("ridge", "lasso")), ("mnist-t10k", 2000, "mlp", 0.87),
     *(("fashion-mnist", 2000, m, 0.72) for m in LINEAR_MODELS), ("fashion-mnist", 2000, "mlp", 0.76),
-    ("cifar10", None, "logistic", 0.25), ("cifar10", None, "mlp", 0.33),
+    *(("cifar10", None, m, 0.25) for m in ("logistic", "linear-svm", "ridge")), ("cifar10", None, "mlp", 0.33),
 ]
-SLOW_FLOORS = [("digits", None, "resnet18", 0.95), ("mnist-t10k", 2000, "convnet", 0.93),
-               ("fashion-mnist", 2000, "convnet", 0.80), ("cifar10", None, "convnet", 0.58)]
+# resnet18 (98.1% on digits, minutes on 2 cores) and lasso on CIFAR-10 (the exact solver on 3,072 inputs: over
+# 10 minutes) are measured by benchmarks/default_recipes.py, not here: the CPU time is not CI's to spend
+SLOW_FLOORS = [("mnist-t10k", 2000, "convnet", 0.93), ("fashion-mnist", 2000, "convnet", 0.80),
+               ("cifar10", None, "convnet", 0.58)]
 
 
 def default_recipe_accuracy(dataset: str, train_size: int | None, model: str, request) -> float:

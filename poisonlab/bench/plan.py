@@ -60,9 +60,16 @@ def check_data_root(scenario: Scenario) -> None:
     if root is not None and not DATASETS[scenario.dataset].reads_files:
         raise ConfigError(f"{scenario.dataset} is built in and reads no files, so --data-root {root} would be "
                           "ignored: leave it out (or choose a dataset that reads files).")
-    if root is not None and not Path(root).exists():
+    if root is not None and not exists(root):
         raise ConfigError(f"--data-root {root} does not exist; give the folder (for npz: the file) holding the "
                           f"{scenario.dataset} files.")
+
+
+def exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # a name no file can have (a NUL byte, too long)
+        return False
 
 
 def check_threat_fields(plan: Plan) -> None:

@@ -31,7 +31,7 @@ DEFAULT_PRETRAIN = TrainRecipe(epochs=30, batch_size=128, lr=3e-3, schedule="cos
 class Scenario(BaseModel):
     """One cell of a benchmark; its hash (of everything that changes results) names its stored trials."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
     dataset: str = "digits"
@@ -59,7 +59,7 @@ class Scenario(BaseModel):
     surrogates: list[str] | None = None
     setups: str | None = None
     device: str = "cpu"
-    trials: int = Field(1, ge=1)
+    trials: int = Field(1, ge=1, le=10**6)
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="before")

@@ -21,10 +21,10 @@ class TrainRecipe(BaseModel):
     """How a victim (or surrogate) is trained; unknown keys are an error. `C` is the inverse regularisation of
     the exact solvers (optimizer="exact"); the gradient optimizers use `weight_decay`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: int = Field(3, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=2**40)
     optimizer: Literal["adam", "sgd", "exact"] = "adam"
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
