@@ -21,8 +21,8 @@ from poisonlab.models import build_model, evaluate, train
 
 CASES = [("digits", None, ("logistic", "linear-svm", "ridge", "lasso", "mlp", "convnet", "convnet-wide", "resnet8")),
          ("digits", 200, ("logistic",)),
-         ("mnist-t10k", 2000, ("logistic", "linear-svm", "ridge", "lasso", "mlp", "convnet")),
-         ("fashion-mnist", 2000, ("logistic", "linear-svm", "ridge", "lasso", "mlp", "convnet")),
+         *((name, 2000, ("logistic", "linear-svm", "ridge", "lasso", "mlp", "convnet", "convnet-wide", "resnet8"))
+           for name in ("mnist-t10k", "fashion-mnist")),
          ("cifar10", None, ("logistic", "linear-svm", "ridge", "mlp", "convnet"))]
 SLOW = [("digits", None, ("resnet18",))]
 
