@@ -280,7 +280,10 @@ def scan_inputs(detector, dataset, data_root, train_size, poison_set, defense_pa
     if poison_set is None:
         return chosen, train, None
     poison = PoisonSet.load(poison_set)
-    made = poison.params.get("data", {})
+    made = poison.params.get("data") or {}
+    if not isinstance(made, dict):
+        raise PoisonlabError(f"{poison_set}: its params.data must be the mapping `craft` writes (dataset, train_size, "
+                             f"seed, fingerprint); got {made!r}.")
     if made and made.get("fingerprint") != data_fingerprint(train):
         raise PoisonlabError(fingerprint_mismatch(poison_set, made, {"dataset": dataset, "train_size": len(train),
                                                                      "seed": seed}))

@@ -353,6 +353,7 @@ POISON_VARIANTS = {
     "metadata wrong type": (dict(meta_change=mutate({}, "num_classes", "ten")), ["num_classes", "integer"]),
     "metadata wrong count": (dict(meta_change=mutate({}, "n_poisons", 99)), ["99"]),
     "other fingerprint": (dict(meta_change=set_fingerprint), ["as here, but the images differ"]),
+    "params.data not a mapping": (dict(meta_change=lambda m: m["params"].update(data=3)), ["params.data"]),
     "negative index": (dict(arrays_change=negative_index), ["index -3"]),
     "labels out of range": (dict(arrays_change=lambda a: a.update(y=a["y"] + 50)), ["labels", "classes"]),
     "images as float64": (dict(arrays_change=lambda a: a.update(x=a["x"].astype(np.float64))), ["float32"]),

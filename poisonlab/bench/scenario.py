@@ -141,7 +141,7 @@ def describe(error: dict) -> str:
     if error["type"] == "literal_error":
         choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
         return f"{text} (got {error['input']!r}){did_you_mean(error['input'], choices)}"
-    if not isinstance(error.get("input"), dict) and error["type"] not in ("missing",):
+    if not isinstance(error.get("input"), dict) and error["type"] != "missing":
         text += f" (got {error['input']!r})"
     return text
 
