@@ -172,9 +172,10 @@ def bench(
         typer.echo(f"matrix: {path}", err=as_json)
     if loaded.toxic:
         from .bench.plot import write_poison_figure
-        from .bench.tables import write_toxic
+        from .bench.tables import write_comparisons, write_toxic
 
         typer.echo(f"tables: {write_toxic(out, rows, f'suite {suite}: {loaded.description}')}", err=as_json)
+        typer.echo(f"paired comparisons: {write_comparisons(out, rows, f'suite {suite}')}", err=as_json)
         shown = [s for s in loaded.scenarios if s.setting == "frozen" and s.knowledge == "white-box"] + \
             [s for s in loaded.scenarios if s.setting == "scratch"][:1]
         typer.echo(f"figure: {write_poison_figure(shown, out)}", err=as_json)
@@ -339,6 +340,29 @@ def report(out: Annotated[Path, typer.Argument(help="An output folder of `run` o
     warn_damaged(store)
     text = write_report(out, rows, f"results in {out}")
     typer.echo(json.dumps(rows, indent=1) if as_json else text)
+
+
+@app.command()
+def compare(run_a: Annotated[Path, typer.Argument(help="An output folder of `run` or `bench`.")],
+            run_b: Annotated[Path | None, typer.Argument(help="Another output folder (left out: compare the "
+                                                         "attacks of RUN_A with each other).")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Paired differences between attacks on the same trials (same seed, data, target and bases): per cell, each
+    attack of RUN_A against each of RUN_B (or every pair of RUN_A's attacks, and each against its control), with
+    an exact McNemar p-value for targeted attacks and a paired t-test for rates. Writes nothing."""
+    from .bench.compare import comparisons, comparisons_markdown
+    from .bench.store import Store
+    from .bench.summary import summarize
+
+    stores = [Store(run, create=False) for run in (run_a, run_b) if run is not None]
+    rows = [summarize(store) for store in stores]
+    for store in stores:
+        warn_damaged(store)
+    found = comparisons(rows[0], rows[1] if len(rows) > 1 else None)
+    if as_json:
+        typer.echo(json.dumps([{"cell": cell, **p.to_dict()} for cell, p in found], indent=1))
+    else:
+        typer.echo(comparisons_markdown(found))
 
 
 def warn_damaged(store) -> None:

@@ -54,8 +54,17 @@ def content_digest(train: Dataset) -> str:
 
 def rank(detector: Detector, train: Dataset, model: Classifier | None, seed: int = 0,
          is_poison: torch.Tensor | None = None) -> ScanResult:
+    """The training set from most to least suspicious, by the detector's ranking: its scores (`ranking=global`),
+    or each class's own order interleaved (`ranking=per-class`: every class's most suspicious sample, then every
+    class's second, ...), so that the top k × classes rows are what the detector removes at k per class."""
     scores = detector.score(train, model if detector.needs_model else None, seed=seed)
     order = torch.sort(scores, descending=True, stable=True).indices
+    if getattr(detector, "ranking", "global") == "per-class":
+        within = torch.empty(len(order), dtype=torch.long)  # each sample's rank inside its class
+        for c in torch.unique(train.y).tolist():
+            members = order[train.y[order] == c]
+            within[members] = torch.arange(len(members))
+        order = order[torch.sort(within[order], stable=True).indices]
     return ScanResult(train, scores, order, is_poison)
 
 

@@ -198,3 +198,28 @@ def test_trials_crafted_together_get_the_poisons_they_get_alone(name, task, surr
         attack.craft_group(task.train, [threats[0], ThreatModel.for_data(task.train, 4, target_class=1, eps=0.1,
                                                                         target_image=threats[0].target_image)],
                            ensemble, [0, 1])
+
+
+# Blocks before the penultimate features that layers="all" matches, per architecture and image shape: each
+# conv or residual block and each stem once, the last block before global pooling counted as the features.
+LAYER_COUNTS = [("logistic", (1, 8, 8), [64]), ("linear-svm", (1, 8, 8), [64]), ("ridge", (1, 8, 8), [64]),
+                ("lasso", (1, 8, 8), [64]), ("mlp", (1, 28, 28), [256, 128]),
+                ("convnet", (1, 8, 8), [32, 64, 128]), ("convnet", (1, 28, 28), [32, 64, 128]),
+                ("convnet", (3, 32, 32), [32, 64, 128, 256]), ("convnet-wide", (3, 32, 32), [64, 128, 256]),
+                ("resnet8", (1, 28, 28), [32, 32, 64, 128]),
+                ("resnet18", (3, 32, 32), [64, 64, 64, 128, 128, 256, 256, 512, 512])]
+
+
+@pytest.mark.parametrize(("name", "shape", "widths"), LAYER_COUNTS, ids=[f"{n}-{s[1]}" for n, s, _ in LAYER_COUNTS])
+def test_all_layers_counts_each_block_once_and_ends_at_the_features(name, shape, widths):
+    from poisonlab.attacks.feature_space import layer_features
+    from poisonlab.models import MODELS, build_model
+
+    assert {n for n, _, _ in LAYER_COUNTS} == set(MODELS)  # every architecture is counted
+    model = build_model(name, shape, 10).eval()
+    x = torch.rand(3, *shape)
+    with torch.no_grad():
+        found = layer_features(model, x, "all")
+        assert [f.shape for f in found] == [(3, w) for w in widths]
+        assert torch.allclose(found[-1], model.features(x))
+        assert len({round(float(f.sum()), 4) for f in found}) == len(found)  # no layer twice

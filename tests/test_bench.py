@@ -168,7 +168,7 @@ def test_a_store_of_another_schema_version_or_not_poisonlabs_is_refused_and_left
     with sqlite3.connect(old / "results.sqlite") as conn:  # the layout before the store carried a version
         conn.execute("CREATE TABLE scenarios (hash TEXT, name TEXT, config TEXT, position INTEGER)")
         conn.execute("CREATE TABLE trials (scenario_hash TEXT, trial INTEGER, result TEXT, finished_at REAL)")
-    with pytest.raises(DataError, match="schema version 1 .*reads schema version 2"):
+    with pytest.raises(DataError, match="schema version 1 .*reads schema version 3"):
         run_scenarios([scenario_from_dict(SMALL)], old, progress=False)
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -47,7 +47,7 @@ def test_list_names_every_registry():
         assert name in out
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["report"], ["list"], ["craft"], ["scan"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["report"], ["compare"], ["list"], ["craft"], ["scan"]])
 def test_every_command_has_useful_help(command):
     out = poisonlab(*command, "--help", check=True).stdout
     assert "Usage" in out and len(out.splitlines()) > 5
@@ -113,11 +113,18 @@ def test_scan_ranks_badnets_poisons_first_on_a_poisoned_fashion_mnist_set(tmp_pa
     poisonlab("craft", str(poisons), "--attack", "badnets", "-p", "patch_size=4", "-p", "pattern=checkerboard",
               "--dataset", "fashion-mnist", "--train-size", "6000", "--budget", "0.05", "--target-class", "7",
               check=True)
-    out = poisonlab("scan", "--detector", "spectral-signatures", "--dataset", "fashion-mnist", "--train-size", "6000",
-                    "--poison-set", str(poisons), "--out", str(tmp_path / "scan"), "--no-progress", check=True).stdout
+    # 5% in one class: the global ranking (the paper's per-class rule would take 450 from every class)
+    out = poisonlab("scan", "--detector", "spectral-signatures", "-d", "ranking=global", "--dataset", "fashion-mnist",
+                    "--train-size", "6000", "--poison-set", str(poisons), "--out", str(tmp_path / "scan"),
+                    "--no-progress", check=True).stdout
     assert "known poisons: 300" in out
     rows = (tmp_path / "scan" / "scan.csv").read_text().splitlines()[1:]
     assert sum(int(line.split(",")[-1]) for line in rows[:450]) >= 0.9 * 300
+    # the default ranks each class on its own: its top 10 rows hold one sample of each class
+    poisonlab("scan", "--detector", "spectral-signatures", "--dataset", "fashion-mnist", "--train-size", "6000",
+              "--poison-set", str(poisons), "--out", str(tmp_path / "per-class"), "--no-progress", check=True)
+    top = (tmp_path / "per-class" / "scan.csv").read_text().splitlines()[1:11]
+    assert len({line.split(",")[3] for line in top}) == 10
 
 
 def test_scan_trains_the_feature_model_once_and_reuses_it(tmp_path):
@@ -244,3 +251,23 @@ def test_the_issue_command_prints_the_targeted_and_defended_fields_and_peri_s_ru
     assert peri["undefended_attack_success_rate"] >= 0.75 and peri["attack_success_rate"] <= 0.25, peri
     assert peri["detection_recall"] >= 0.75 and peri["removed_fraction"] < 0.3, peri
     assert abs(peri["clean_accuracy"] - peri["undefended_clean_accuracy"]) <= 0.02, peri
+
+
+def test_compare_pairs_two_runs_trials_and_names_the_test(tmp_path):
+    """Two runs of different attacks on the same cell: `compare` pairs their trials (same seed, target, bases),
+    with the exact McNemar p-value; one run alone compares its attacks with each other and with the control."""
+    common = ("dataset: digits\nmodel: convnet\nsetting: frozen\nbudget: 5\neps: 0.1\ntrials: 3\ntrain_size: 600\n"
+              "test_size: 200\nsampling: first\npretrain: {epochs: 2}\n")
+    for attack in ("feature-collision", "bullseye-polytope"):
+        (tmp_path / f"{attack}.yaml").write_text(common + f"attack: {attack}\nattack_params: {{steps: 3}}\n")
+        poisonlab("run", "--config", str(tmp_path / f"{attack}.yaml"), "--out", str(tmp_path / attack),
+                  "--no-progress", check=True)
+    result = poisonlab("compare", str(tmp_path / "feature-collision"), str(tmp_path / "bullseye-polytope"), "--json",
+                       check=True)
+    [paired] = json.loads(result.stdout)
+    assert (paired["trials"], paired["unpaired"], paired["test"]) == (3, 0, "exact McNemar")
+    assert "feature-collision" in paired["a"] and "bullseye-polytope" in paired["b"]
+    assert 0 <= paired["p_value"] <= 1 and paired["ci"][0] <= paired["difference"] <= paired["ci"][1]
+    table = poisonlab("compare", str(tmp_path / "feature-collision"), check=True).stdout
+    assert "| control |" in table and "exact McNemar" in table
+    assert_one_paragraph_error(poisonlab("compare", str(tmp_path / "nowhere")), "holds no results.sqlite")

@@ -64,6 +64,45 @@ def test_frozen_setting_trains_only_the_head(digits):
     assert not torch.equal(head, model.head.weight)
 
 
+def test_a_frozen_head_trains_on_augmented_views_seeded_with_the_extractor_untouched(digits):
+    """views=K: the head trains on the features of K augmented views of each image (one drawn per epoch); the
+    same seed gives the same head, and it learns digits from a pretrained extractor as the plain head does."""
+    extractor = train(build_model("convnet", digits.train.shape, 10, seed=0), digits.train,
+                      TrainRecipe(epochs=5, batch_size=64, lr=3e-3, schedule="cosine"), seed=0)
+    recipe = TrainRecipe(epochs=10, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
+                         weight_decay=2e-4, schedule="step", milestones=(8,), augment="flip-crop", views=4,
+                         trainable="head")
+    heads = []
+    for _ in range(2):
+        model = build_model("convnet", digits.train.shape, 10, seed=0)
+        model.load_state_dict(extractor.state_dict())
+        torch.manual_seed(1)
+        model.head.reset_parameters()
+        before = [p.clone() for p in model.extractor.parameters()]
+        train(model, digits.train, recipe, seed=3)
+        assert all(torch.equal(p, q) for p, q in zip(before, model.extractor.parameters(), strict=True))
+        heads.append(model.head.weight.clone())
+        assert evaluate(model, digits.test) > 0.85
+    assert torch.equal(heads[0], heads[1])
+
+
+def test_step_schedule_divides_the_rate_at_its_milestone_epochs():
+    from poisonlab.models.train import make_optimizer, make_scheduler
+
+    recipe = TrainRecipe(epochs=4, optimizer="sgd", lr=0.1, schedule="step", milestones=(3,))
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], recipe)
+    scheduler = make_scheduler(optimizer, recipe, steps_per_epoch=5)
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:15] == [0.1] * 15 and rates[15:] == pytest.approx([0.01] * 5)
+    assert not optimizer.param_groups[0]["nesterov"] or recipe.nesterov
+    with pytest.raises(ValueError, match="milestones must be increasing"):
+        TrainRecipe(schedule="step", milestones=(30, 10))
+
+
 def test_augmentation_is_batched_seeded_and_shape_preserving():
     x = torch.rand(16, 3, 32, 32)
     a, b = augment(x, "flip-crop", generator(0)), augment(x, "flip-crop", generator(0))

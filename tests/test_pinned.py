@@ -61,12 +61,12 @@ def check_pinned(entry: dict, cache: str, **extra) -> None:
 
 
 def compare_parts(entry, row, pinned) -> None:
-    if "targeted" in pinned:
+    if pinned.get("targeted"):
         part = row.targeted
         for key in ("target_image_index", "target_image_class", "target_class"):
             assert getattr(part, key) == pinned["targeted"][key], (label(entry), row.trial, key)
         assert part.relative_feature_loss == pytest.approx(pinned["targeted"]["relative_feature_loss"], rel=1e-5)
-    if "defense" in pinned:
+    if pinned.get("defense"):
         defense = pinned["defense"]
         assert (row.defense.undefended_correct, row.defense.undefended_attack_hits) == \
             (defense["undefended_correct"], defense["undefended_attack_hits"]), label(entry)

@@ -304,3 +304,42 @@ def test_every_cell_of_the_gpu_suite_runs_end_to_end_on_the_cpu_at_toy_scale(cif
     for row in rows:
         assert 0 <= row["attack_success_rate"] <= 1 and row["craft_seconds_per_trial"] > 0
         assert row["max_perturbation"] <= 8 / 255 + 1e-6
+
+
+def test_every_attack_of_a_trial_meets_the_same_target_with_the_same_bases(tmp_path):
+    """Paired comparisons: in each trial feature collision, convex polytope and bullseye polytope (and witches'
+    brew, from the same pretrained network) replace the same training images for the same target, drawn with
+    the trial's seed alone; another trial draws others. The row keeps them (`base_indices_per_trial`)."""
+    common = dict(dataset="digits", model="convnet", budget=5, eps=0.1, setting="frozen", trials=2, train_size=600,
+                  test_size=200, sampling="first", pretrain={"epochs": 2})
+    steps = {"witches-brew": {"steps": 2}}
+    scenarios = [scenario_from_dict({**common, "attack": a, "attack_params": steps.get(a, {"steps": 3})})
+                 for a in (*FEATURE_ATTACKS, "witches-brew")]
+    rows = summarize(run_scenarios(scenarios, tmp_path, progress=False), scenarios)
+    bases = [r["base_indices_per_trial"] for r in rows]
+    targets = [(r["target_image_index_per_trial"], r["target_position_per_trial"], r["target_class_per_trial"])
+               for r in rows]
+    assert all(b == bases[0] for b in bases) and all(t == targets[0] for t in targets)
+    first, second = bases[0]
+    assert len(first) == 5 and first != second
+    assert all(len(r["clean_accuracy_per_trial"]) == 2 and r["ci_method"].startswith("wilson at the trial-clustered")
+               for r in rows)
+
+
+@pytest.mark.parametrize("views", [4, 0])
+def test_a_frozen_victim_trains_its_head_on_augmented_images_as_jht_does(views, tmp_path):
+    """JHT's frozen victim: SGD, lr 0.01, momentum 0.9, weight decay 2e-4, batch 128, lr x0.1 at 3/4 of training,
+    flips and crops. views=4: the head reads the features of 4 augmented views of each image, the clean images'
+    computed once per scenario; views=0: every batch augmented anew through the frozen extractor."""
+    recipe = dict(epochs=40, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
+                  weight_decay=2e-4, schedule="step", milestones=[30], augment="flip-crop", views=views,
+                  trainable="head")
+    scenario = scenario_from_dict(dict(dataset="digits", model="convnet", attack="bullseye-polytope", budget=5,
+                                       eps=0.1, setting="frozen", trials=1, train_size=600, test_size=200,
+                                       sampling="first", pretrain={"epochs": 10}, recipe=recipe,
+                                       attack_params={"steps": 3}))
+    [row] = run_trials(scenario, [0], str(tmp_path))
+    assert row.control_correct / row.n_test > 0.8
+    [again] = run_trials(scenario, [0], str(tmp_path))
+    assert (again.correct, again.control_correct, again.attack_hits) == (row.correct, row.control_correct,
+                                                                          row.attack_hits)

@@ -126,18 +126,25 @@ def require_target_image(threat: ThreatModel, attack: str) -> torch.Tensor:
 
 
 def layer_features(model: Classifier, x: torch.Tensor, layers: str = "last") -> list[torch.Tensor]:
-    """The features a feature-space attack matches: the penultimate layer ("last"), or ("all") also every
-    convolutional block's output, spatially averaged (Zhu et al.'s multi-layer variant)."""
+    """The features a feature-space attack matches: the penultimate layer ("last"), or ("all") also the output of
+    every block before it (Zhu et al.'s multi-layer variant): each composite top-level module of the extractor
+    (a conv block, a residual block) and each activation that ends a stem or a hidden layer, spatially
+    averaged. A block whose average is the penultimate features (the last one before global average pooling)
+    is counted once, as them."""
     if layers == "last":
         return [model.features(x)]
     if layers != "all":
         raise ConfigError(f"layers={layers!r} must be 'last' or 'all'.")
+    modules = list(model.extractor) if isinstance(model.extractor, nn.Sequential) else [model.extractor]
     outputs, h = [], x
-    for module in model.extractor:
+    for module in modules:
         h = module(h)
-        if h.ndim == 4 and not isinstance(module, (nn.AdaptiveAvgPool2d, nn.Flatten)):
-            outputs.append(h.mean((2, 3)))
-    return outputs[:-1] + [model.features(x)] if outputs else [model.features(x)]
+        if isinstance(module, nn.ReLU) or any(True for _ in module.children()):
+            outputs.append(h.mean((2, 3)) if h.ndim == 4 else h)
+    pools = any(isinstance(m, nn.AdaptiveAvgPool2d) for m in modules)
+    if outputs and (pools or outputs[-1] is h):  # the last block is the features themselves
+        outputs.pop()
+    return outputs + [h]
 
 
 def clean_label_bases(train: Dataset, threat: ThreatModel, g: torch.Generator) -> torch.Tensor:

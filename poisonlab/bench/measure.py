@@ -53,8 +53,9 @@ def targeted_part(networks: Networks, train: Dataset, test: Dataset, threat: Thr
     noise = project(bases + threat.eps * torch.sign(torch.randn(poison.x.shape, generator=generator(seed, "noise"))),
                     bases, threat.eps)
     return TargetedPart(
-        target_image_index=threat.target_image_index, target_image_class=int(test.y[target.position]),
-        target_class=threat.target_class, setup=target.setup, bases_topped_up=target.topped_up,
+        target_image_index=threat.target_image_index, target_position=target.position,
+        target_image_class=int(test.y[target.position]), target_class=threat.target_class,
+        base_indices=poison.indices.tolist(), setup=target.setup, bases_topped_up=target.topped_up,
         setups_skipped=target.setups_skipped,
         target_adversarial_loss=adversarial_loss(victim, image, threat.target_class),
         control_adversarial_loss=adversarial_loss(control, image, threat.target_class),

@@ -11,21 +11,24 @@ from pydantic import ConfigDict, TypeAdapter, with_config
 
 STRICT = ConfigDict(strict=True, extra="forbid")  # how a stored row is read back: whole and well typed
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @with_config(STRICT)
 @dataclass(frozen=True)
 class TargetedPart:
-    """A targeted trial: its target test image (official index, own class), the class the attacker wants for it,
-    where it came from (a setups file's entry, bases topped up, setups skipped), the adversarial loss of the
-    target on the victim and the control, the poisons' relative feature loss on the pretrained network beside
-    that of random ±eps noise on the same bases (bullseye's yardstick), and how many trials were crafted in one
-    optimisation with this one."""
+    """A targeted trial: its target test image (official index, position in the loaded test split, own class), the
+    class the attacker wants for it, the training-split positions whose images the poisons replaced (every attack
+    of a trial replaces the same ones), where they came from (a setups file's entry, bases topped up, setups
+    skipped), the adversarial loss of the target on the victim and the control, the poisons' relative feature
+    loss on the pretrained network beside that of random ±eps noise on the same bases (bullseye's yardstick), and
+    how many trials were crafted in one optimisation with this one."""
 
     target_image_index: int
+    target_position: int
     target_image_class: int
     target_class: int
+    base_indices: list[int]
     setup: int | None
     bases_topped_up: int
     setups_skipped: int
@@ -56,7 +59,8 @@ class TrialRow:
     inputs the attack aims at (triggered test images, the source class, the target image) classified as the
     attacker wants (None: an availability attack); `others_*`: the test images the attack should leave alone
     (all but a class-targeted attack's source class). Each count has its `control_` twin: the same victim trained
-    on the clean training set. `max_perturbation`: the largest L-inf change of a poison from its base."""
+    on the clean training set. `max_perturbation`: the largest L-inf change of a poison from its base.
+    `test_digest`: a digest of the test split's official indices (trials that share it measured the same images)."""
 
     trial: int
     seed: int
@@ -75,6 +79,7 @@ class TrialRow:
     craft_seconds: float
     train_seconds: float
     seconds: float
+    test_digest: str
     targeted: TargetedPart | None = None
     defense: DefensePart | None = None
 

@@ -8,7 +8,7 @@ scenario's trials, run one after another, load them once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import torch
@@ -16,7 +16,8 @@ import torch
 from ..data import Dataset, Splits, load_dataset
 from ..device import device_of, resolve_device
 from ..models import Classifier, build_model, cached_model, train
-from ..seeding import derive_seed
+from ..models.train import view_features
+from ..seeding import derive_seed, generator
 from ..threat import PoisonSet
 from .plan import Plan, trial_seed
 from .scenario import Scenario
@@ -60,6 +61,8 @@ class Networks:
     reference: Classifier
     surrogates: list[Classifier]
     data: Splits
+    seed: int = 0
+    _views: dict = field(default_factory=dict, repr=False)
 
     @property
     def surrogate(self) -> Classifier | list[Classifier]:
@@ -84,6 +87,27 @@ class Networks:
         features = self.train_features.clone()
         features[poison.indices.to(features.device)] = new
         return features
+
+    def train_views(self, views: int, kind: str) -> torch.Tensor:
+        """K×N×D: the reference's features of `views` augmented views of every clean training image, drawn once
+        per scenario (its seed) and kept."""
+        key = (views, kind)
+        if key not in self._views:
+            g = generator(self.seed, "views", kind)
+            self._views[key] = view_features(self.reference, self.data.train.x, views, kind, g)
+        return self._views[key]
+
+    def poisoned_views(self, poison: PoisonSet | None, views: int, kind: str, trial_seed: int) -> torch.Tensor:
+        """`train_views` with the poisons' own views (drawn with the trial's seed) in their rows."""
+        clean = self.train_views(views, kind)
+        if poison is None or not len(poison):
+            return clean
+        new = view_features(self.reference, poison.x, views, kind, generator(trial_seed, "poison-views", kind))
+        if poison.insertion == "add":
+            return torch.cat([clean, new], 1)
+        out = clean.clone()
+        out[:, poison.indices.to(out.device)] = new
+        return out
 
     @torch.no_grad()
     def reference_predictions(self) -> torch.Tensor:
@@ -112,7 +136,7 @@ def networks_for(fields: str, cache_dir: str | None) -> Networks:
     scenario = Scenario.model_validate_json(fields)
     data = shared_subset(scenario.model_dump_json(include=DATA_FIELDS | {"seed"}))
     reference = pretrained(scenario, scenario.model, scenario.seed, data, cache_dir)
-    return Networks(reference, surrogates(scenario, reference, data, cache_dir), data)
+    return Networks(reference, surrogates(scenario, reference, data, cache_dir), data, scenario.seed)
 
 
 def surrogates(scenario: Scenario, reference: Classifier, data: Splits, cache_dir: str | None) -> list[Classifier]:

@@ -147,3 +147,14 @@ def write_toxic(out_dir: str | Path, rows: list[dict], title: str) -> Path:
     path = Path(out_dir) / "toxic.md"
     atomic_write_bytes(path, f"## {title}\n\n{toxic_markdown(rows)}".encode())
     return path
+
+
+def write_comparisons(out_dir: str | Path, rows: list[dict], title: str) -> Path:
+    """Write comparisons.md: per cell, every attack against its control and against each other attack on the
+    same trials (`compare.comparisons`)."""
+    from .compare import comparisons, comparisons_markdown
+
+    path = Path(out_dir) / "comparisons.md"
+    text = f"## {title}: paired comparisons on the same trials\n\n{comparisons_markdown(comparisons(rows))}"
+    atomic_write_bytes(path, text.encode())
+    return path

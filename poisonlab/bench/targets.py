@@ -1,6 +1,7 @@
 """A targeted trial's target (the protocol of "Just How Toxic is Data Poisoning?", Schwarzschild et al. 2021):
-a test image and the class the attacker wants for it, from the benchmark's setups file or drawn with the
-trial's seed, and the bases the setups file names."""
+a test image, the class the attacker wants for it and the bases whose images the poisons replace, from the
+benchmark's setups file or drawn with the trial's seed alone, so that every attack of a trial (and the control)
+meets the same target with the same bases, as JHT's setups fix them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..attacks.base import choose_bases
 from ..data import Splits
 from ..errors import ConfigError
 from ..seeding import generator
@@ -21,13 +23,13 @@ from .shared import Networks
 @dataclass(frozen=True)
 class Target:
     """`position`: the target image's position in the loaded test split; `target_class`: the class the attacker
-    wants it classified as; `bases`: positions in the training split (from a setups file), or None (the
-    attack draws them); `setup`: the setups file's entry, `topped_up`: bases added where the file's are absent,
+    wants it classified as; `bases`: positions in the training split (from a setups file, or drawn with the
+    trial's seed); `setup`: the setups file's entry, `topped_up`: bases added where the file's are absent,
     `setups_skipped`: entries whose target is not in the loaded data."""
 
     position: int
     target_class: int
-    bases: torch.Tensor | None = None
+    bases: torch.Tensor
     setup: int | None = None
     topped_up: int = 0
     setups_skipped: int = 0
@@ -35,14 +37,19 @@ class Target:
 
 def choose_target(scenario: Scenario, trial: int, data: Splits, networks: Networks, budget: int, seed: int) -> Target:
     """From the setups file (the trial-th entry whose target is in the data), or drawn with the trial's seed:
-    a test image the pretrained network classifies correctly and another class."""
+    a test image the pretrained network classifies correctly, another class, and `budget` training images of
+    that class as the bases. Nothing here depends on the attack."""
     g = generator(seed, "target")
     if scenario.setups is not None:
         return target_from_setups(scenario.setups, trial, data, budget, g)
     correct = torch.nonzero(networks.reference_predictions() == data.test.y).squeeze(1)
     position = int(correct[torch.randint(len(correct), (1,), generator=g)])
     shift = 1 + int(torch.randint(data.test.num_classes - 1, (1,), generator=g))
-    return Target(position, (int(data.test.y[position]) + shift) % data.test.num_classes)
+    target_class = (int(data.test.y[position]) + shift) % data.test.num_classes
+    candidates = torch.nonzero(data.train.y == target_class).squeeze(1)
+    bases = choose_bases(candidates, budget, generator(seed, "bases"),
+                         f"training images of adversarial class {target_class}")
+    return Target(position, target_class, bases)
 
 
 def target_from_setups(path: str, trial: int, data: Splits, budget: int, g: torch.Generator) -> Target:

@@ -136,7 +136,7 @@ def finish(plan: Plan, networks: Networks | None, setup: TrialSetup, poison: Poi
     return TrialRow(setup.trial, setup.seed, len(data.train), len(test), len(poison), final.correct, on_control.correct,
                     final.attack_hits, final.attack_inputs, on_control.attack_hits, final.others_correct,
                     on_control.others_correct, final.n_others, poison.perturbation(data.train), craft_seconds,
-                    trained - start, craft_seconds + time.perf_counter() - start, targeted, defense)
+                    trained - start, craft_seconds + time.perf_counter() - start, test.digest(), targeted, defense)
 
 
 def kept_poisons_path(scenario: Scenario, cache_dir: str | Path) -> Path:

@@ -5,7 +5,10 @@ how it predicts the test split.
 - scratch: the trial's initialisation of the scenario's model, trained by the recipe;
 - finetune: a copy of the pretrained network, every layer trained by the recipe;
 - frozen: the pretrained network with a fresh linear head, only the head trained, on the pretrained network's
-  features (computed once for the clean images; only the poisons' are new)."""
+  features (computed once for the clean images; only the poisons' are new). With augmentation in the recipe,
+  `views` K > 0 trains on the features of K augmented views of each image (the clean images' computed once per
+  scenario, the poisons' per trial; one view per image per epoch), K = 0 augments every batch anew and runs the
+  extractor on it."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from ..data import Dataset, Splits
 from ..defenses.detect import representation
 from ..device import device_of
 from ..models import Classifier, build_model, cached_model, predict, train
-from ..models.train import train_head
+from ..models.train import train_head, train_head_on_views
 from ..threat import PoisonSet
 from .scenario import Scenario
 from .shared import Networks
@@ -80,11 +83,19 @@ class FrozenHead(FromScratch):
 
     def fit(self, model: Classifier, poison: PoisonSet | None, rows: torch.Tensor | None = None,
             seed: int | None = None) -> Classifier:
-        features = self.networks.poisoned_features(poison)
+        recipe, seed = self.scenario.recipe, self.seed if seed is None else seed
+        if recipe.augment != "none" and not recipe.views:  # augmented batches through the frozen extractor
+            return train(model, training_set(self.data.train, poison, rows), recipe, seed=seed)
         labels = training_set(self.data.train, poison, None).y
+        if recipe.augment != "none":
+            views = self.networks.poisoned_views(poison, recipe.views, recipe.augment, self.seed)
+            if rows is not None:
+                views, labels = views[:, rows.to(views.device)], labels[rows]
+            return train_head_on_views(model, views, labels, recipe, seed)
+        features = self.networks.poisoned_features(poison)
         if rows is not None:
             features, labels = features[rows.to(features.device)], labels[rows]
-        return train_head(model, features, labels, self.scenario.recipe, self.seed if seed is None else seed)
+        return train_head(model, features, labels, recipe, seed)
 
     def test_predictions(self, model: Classifier) -> torch.Tensor:
         """A frozen victim's extractor is the pretrained one: its head reads the memoised test features."""

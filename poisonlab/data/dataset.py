@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -52,6 +53,11 @@ class Dataset:
     def shape(self) -> tuple[int, int, int]:
         """The shape of one image, C×H×W."""
         return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    def digest(self) -> str:
+        """A short digest of which source samples this set holds (its sorted `index`): two sets with the same
+        digest hold the same samples."""
+        return hashlib.sha256(self.index.sort().values.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
     def take(self, indices: torch.Tensor) -> Dataset:
         """The samples at `indices`, in that order."""

@@ -51,20 +51,27 @@ class Detector(Defense):
     """A data-sanitisation defense. `score(train, model)` gives one score per training sample (higher = more
     suspicious); the defended victim is retrained without the top `removal` fraction of the training set.
 
-    `removal=None` removes 1.5× the attacker's budget, the defender's assumed upper bound on the poison fraction
-    (the convention of Tran et al. 2018). `space` is where samples are compared: "features" (the penultimate
-    layer of the model trained on the possibly-poisoned data) or "input" (raw pixels)."""
+    `ranking` says where the removal happens: "global" ranks the whole training set by score and removes its top
+    `removal` fraction (`removal=None`: 1.5× the attacker's budget, the defender's assumed upper bound on the
+    number of poisons); "per-class" ranks each class on its own and removes its top `removal` fraction
+    (`removal=None`: 1.5× the budget from every class, Tran et al. 2018's rule). `space` is where samples are
+    compared: "features" (the penultimate layer of the model trained on the possibly-poisoned data) or "input"
+    (raw pixels)."""
 
     name: ClassVar[str] = "detector"
     summary: ClassVar[str] = ""
     Counts: ClassVar[type] = DetectionCounts
     removal: float | None = None
     space: str = "features"
+    ranking: str = "global"
 
     def __post_init__(self) -> None:
         if self.removal is not None and not 0 < self.removal < 1:
             raise ConfigError(f"{self.name}: removal is the fraction of the training set to drop, in (0, 1); "
                               f"got {self.removal}.")
+        if self.ranking not in ("global", "per-class"):
+            raise ConfigError(f"{self.name}: ranking must be 'global' (one ranking of the training set) or "
+                              f"'per-class' (each class ranked and trimmed on its own); got {self.ranking!r}.")
         if self.space not in ("features", "input"):
             raise ConfigError(f"{self.name}: space must be 'features' or 'input'; got {self.space!r}.")
 
@@ -85,7 +92,7 @@ class Detector(Defense):
         z, y = context.representation(self.space), context.poisoned.y
         scores = self.score_representation(z, y, context.seed)
         flagged = self.flag(z, y)
-        keep = removal_mask(scores, self.n_remove(len(scores), context.budget)) if flagged is None else ~flagged
+        keep = self.keep_mask(scores, y, context.budget) if flagged is None else ~flagged
         if not keep.any():
             raise ConfigError(f"{self.name} flagged every training sample; nothing is left to retrain on.")
         model = context.victim if keep.all() else context.retrain(torch.nonzero(keep).squeeze(1), None)
@@ -96,8 +103,18 @@ class Detector(Defense):
         fraction by score."""
         return None
 
+    def keep_mask(self, scores: torch.Tensor, y: torch.Tensor, n_budget: int) -> torch.Tensor:
+        """True for the samples kept by the `ranking` rule, given the attacker's budget (a count)."""
+        if self.ranking == "global":
+            return removal_mask(scores, self.n_remove(len(scores), n_budget))
+        keep = torch.ones(len(scores), dtype=torch.bool)
+        for _, idx in by_class(y):
+            keep[idx] = removal_mask(scores[idx], self.n_remove(len(idx), n_budget))
+        return keep
+
     def n_remove(self, n_train: int, n_budget: int) -> int:
-        """How many samples to drop: `removal` of the training set, or 1.5× the budget."""
+        """How many of `n_train` samples (the training set, or one class) to drop: `removal` of them, or 1.5× the
+        budget (at most all but one)."""
         n = round(self.removal * n_train) if self.removal is not None else round(1.5 * n_budget)
         return min(max(n, 0), n_train - 1)
 

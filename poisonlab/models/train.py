@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.nn import functional as F
 
 from ..data import Dataset
@@ -19,7 +19,10 @@ from .exact import fit_exact
 
 class TrainRecipe(BaseModel):
     """How a victim (or surrogate) is trained; unknown keys are an error. `C` is the inverse regularisation of
-    the exact solvers (optimizer="exact"); the gradient optimizers use `weight_decay`."""
+    the exact solvers (optimizer="exact"); the gradient optimizers use `weight_decay`. schedule="step" divides
+    the learning rate by 10 at each epoch of `milestones` (none given: at 50% and 75% of training). `nesterov`:
+    SGD's momentum is Nesterov's. `views` (head-only training with augmentation): 0 augments every batch anew;
+    K > 0 computes the features of K augmented views of each image once and draws one per image per epoch."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -30,10 +33,20 @@ class TrainRecipe(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine", "step"] = "constant"
+    milestones: tuple[int, ...] = ()
+    nesterov: bool = True
     augment: Literal["none", "crop", "flip-crop"] = "none"
+    views: int = Field(0, ge=0, le=1024)
     trainable: Literal["all", "head"] = "all"
     C: float = Field(1.0, gt=0)
     seed: int = 0
+
+    @field_validator("milestones")
+    @classmethod
+    def increasing_epochs(cls, milestones: tuple[int, ...]) -> tuple[int, ...]:
+        if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
+            raise ValueError(f"milestones must be increasing epoch numbers >= 1; got {list(milestones)}")
+        return milestones
 
 
 def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | None = None,
@@ -55,6 +68,9 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
             features = torch.cat([model.extractor.eval().forward(c.to(device)) for c in dataset.x.split(1024)]) \
                 if len(dataset) else torch.empty(0, model.feature_dim, device=device)
         return train_head(model, features, dataset.y, recipe, seed)
+    if recipe.trainable == "head" and recipe.views and batch_hook is None:
+        views = view_features(model, dataset.x, recipe.views, recipe.augment, generator(seed, "views"))
+        return train_head_on_views(model, views, dataset.y, recipe, seed)
     params = model.head.parameters() if recipe.trainable == "head" else model.parameters()
     optimizer = make_optimizer(list(params), recipe)
     steps_per_epoch = -(-len(dataset) // recipe.batch_size)
@@ -98,6 +114,41 @@ def train_head(model: Classifier, features: torch.Tensor, y: torch.Tensor, recip
     return model.eval()
 
 
+@torch.no_grad()
+def view_features(model: Classifier, x: torch.Tensor, views: int, kind: str, g: torch.Generator) -> torch.Tensor:
+    """K×N×D: the (eval-mode) extractor's features of `views` augmented views of each image of `x`."""
+    device = device_of(model)
+    model.eval()
+    out = torch.empty(views, len(x), model.feature_dim, device=device)
+    for k in range(views):
+        for start in range(0, len(x), 1024):
+            chunk = augment(x[start:start + 1024].to(device), kind, g)
+            out[k, start:start + len(chunk)] = model.features(chunk).flatten(1)
+    return out
+
+
+def train_head_on_views(model: Classifier, views: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe,
+                       seed: int) -> Classifier:
+    """Train only `model.head` on precomputed features of augmented views (K×N×D: K views of N images): each
+    epoch every image contributes one of its views, drawn with the seed; otherwise the steps of `train_head`."""
+    device = device_of(model)
+    views, y = views.to(device), y.to(device)
+    optimizer = make_optimizer(list(model.head.parameters()), recipe)
+    scheduler = make_scheduler(optimizer, recipe, -(-len(y) // recipe.batch_size))
+    g = generator(seed, "train")
+    rows = torch.arange(len(y), device=device)
+    for _ in range(recipe.epochs):
+        chosen = views[torch.randint(len(views), (len(y),), generator=g).to(device), rows]
+        for batch in torch.randperm(len(y), generator=g).split(recipe.batch_size):
+            batch = batch.to(device)
+            loss = loss_fn(model, model.head(chosen[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return model.eval()
+
+
 def loss_fn(model: Classifier, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if model.loss == "hinge":
         return F.multi_margin_loss(logits, y)
@@ -110,7 +161,7 @@ def loss_fn(model: Classifier, logits: torch.Tensor, y: torch.Tensor) -> torch.T
 def make_optimizer(params, recipe: TrainRecipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                               nesterov=recipe.momentum > 0)
+                               nesterov=recipe.nesterov and recipe.momentum > 0)
     return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
@@ -118,8 +169,9 @@ def make_scheduler(optimizer, recipe: TrainRecipe, steps_per_epoch: int):
     total = recipe.epochs * steps_per_epoch
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
-    if recipe.schedule == "step":  # divide by 10 at 50% and 75% of training
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, [total // 2, 3 * total // 4], 0.1)
+    if recipe.schedule == "step":  # divide by 10 at the milestones' epochs (default: 50% and 75% of training)
+        steps = [m * steps_per_epoch for m in recipe.milestones] or [total // 2, 3 * total // 4]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, steps, 0.1)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
