@@ -61,6 +61,10 @@ def list_cmd() -> None:
 
 DeviceOpt = Annotated[str | None, typer.Option(help="Targeted attacks: where networks train and poisons are "
                                               "crafted: cpu | cuda | cuda:N | auto (default cpu).")]
+ProtocolOpt = Annotated[str | None, typer.Option(help="Frozen and fine-tuned victims: fast (a quick head, the "
+                                                "extractor pretrained on the victim's data) | jht (\"Just How "
+                                                "Toxic\"'s SGD recipe with augmentation, pretraining on other "
+                                                "images; docs/targeted.md).")]
 
 
 @app.command()
@@ -96,6 +100,7 @@ def run(
                                                   "black-box (other architectures).")] = None,
     setups: Annotated[str | None, typer.Option(help="A \"Just How Toxic\" setups JSON file: trial i uses the i-th "
                                                "setup whose target is in the loaded data.")] = None,
+    protocol: ProtocolOpt = None,
     device: DeviceOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Victim training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Victim training batch size.")] = None,
@@ -134,8 +139,9 @@ def run(
                  val_size=val_size, model=model,
                  attack=attack, eps=eps, target_class=target_class, source_class=source_class,
                  clean_label=clean_label, trials=trials, defense=defense, setting=setting, knowledge=knowledge,
-                 setups=setups, device=device, seed=seed, classes=parse_classes(classes) if classes is not None
-                 else None, budget=parse_budget(budget) if budget is not None else None,
+                 setups=setups, protocol=protocol, device=device, seed=seed,
+                 classes=parse_classes(classes) if classes is not None else None,
+                 budget=parse_budget(budget) if budget is not None else None,
                  defense_params=merge_mapping(fields, "defense_params", parse_params(defense_param or [], "defense"),
                                               source),
                  attack_params=merge_mapping(fields, "attack_params", parse_params(param or [], "attack"), source),
@@ -152,6 +158,7 @@ def bench(
     trials: Annotated[int | None, typer.Option(help="Override every scenario's trial count.")] = None,
     setups: Annotated[str | None, typer.Option(help="Targeted suites: run the trials of a \"Just How Toxic\" "
                                                "setups JSON file.")] = None,
+    protocol: ProtocolOpt = None,
     device: DeviceOpt = None,
     data_root: RootOpt = None, as_json: JsonOpt = False, progress: ProgressOpt = True,
 ) -> None:
@@ -160,7 +167,7 @@ def bench(
     from .data.files import check_writable
 
     out = check_writable(out or Path("poisonlab-out") / suite, "--out")
-    loaded = load_suite(suite, data_root, trials, setups, device)
+    loaded = load_suite(suite, data_root, trials, setups, device, protocol)
     for reason in loaded.skipped:
         typer.echo(f"skipped (data not installed): {reason}", err=True)
     rows = run_and_report(loaded.scenarios, out, workers, as_json, progress, f"suite {suite}: {loaded.description}",

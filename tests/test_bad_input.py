@@ -155,6 +155,11 @@ CASES = {
     "dataset typo": (("run", "--dataset", "digit"), ["'digit'", "did you mean 'digits'", "fashion-mnist"]),
     "defense typo": (("run", *DIGITS, "--defense", "spectral"), ["did you mean 'spectral-signatures'"]),
     "suite typo": (("bench", "--suite", "quik"), ["'quik'", "did you mean 'quick'"]),
+    "protocol typo": (("run", "--dataset", "digits", "--attack", "bullseye-polytope", "--setting", "frozen",
+                       "--budget", "5", "--eps", "0.1", "--protocol", "jht2"), ["protocol", "'fast'", "'jht'"]),
+    "jht protocol with nothing left to pretrain on": (
+        ("run", "--dataset", "digits", "--attack", "bullseye-polytope", "--setting", "frozen", "--budget", "5",
+         "--eps", "0.1", "--protocol", "jht"), ["pretrain_data=disjoint", "set train_size below"]),
     "parameter typo": (("run", *BADNETS, "-p", "patchsize=3"), ["patchsize", "did you mean 'patch_size'"]),
     "defense parameter typo": (("run", *DIGITS, "--defense", "spectral-signatures", "-d", "remval=0.1"),
                                ["remval", "did you mean 'removal'"]),

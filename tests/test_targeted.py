@@ -343,3 +343,38 @@ def test_a_frozen_victim_trains_its_head_on_augmented_images_as_jht_does(views, 
     [again] = run_trials(scenario, [0], str(tmp_path))
     assert (again.correct, again.control_correct, again.attack_hits) == (row.correct, row.control_correct,
                                                                           row.attack_hits)
+
+
+def test_the_jht_protocol_trains_jhts_victims_on_images_the_extractor_never_saw(tmp_path):
+    """protocol=jht: the frozen head by JHT's recipe (SGD 0.01, momentum 0.9, weight decay 2e-4, 40 epochs, x0.1 at
+    30, flips and crops, 8 views), the extractor pretrained on the loaded training images outside the victim's;
+    the row says both. protocol=fast keeps the quick head and pretrains on the victim's own images."""
+    fields = dict(dataset="digits", model="convnet", attack="feature-collision", budget=5, eps=0.1, setting="frozen",
+                  trials=1, train_size=600, test_size=200, sampling="first", pretrain={"epochs": 4},
+                  attack_params={"steps": 3})
+    jht = scenario_from_dict({**fields, "protocol": "jht"})
+    assert (jht.recipe.optimizer, jht.recipe.lr, jht.recipe.epochs, jht.recipe.milestones, jht.recipe.views,
+            jht.recipe.augment, jht.pretrain_data) == ("sgd", 0.01, 40, (30,), 8, "flip-crop", "disjoint")
+    fast = scenario_from_dict(fields)
+    assert (fast.recipe.optimizer, fast.recipe.epochs, fast.pretrain_data) == ("adam", 200, "victim")
+    [row] = summarize(run_scenarios([jht, fast], tmp_path, progress=False), [jht])
+    assert (row["protocol"], row["pretrain_size"], row["pretrain_disjoint"]) == ("jht", 1437 - 600, True)
+    assert row["victim_recipe"]["milestones"] == [30] and row["victim_recipe"]["views"] == 8
+    [row] = summarize(run_scenarios([fast], tmp_path, progress=False), [fast])
+    assert (row["protocol"], row["pretrain_size"], row["pretrain_disjoint"]) == ("fast", 600, False)
+    whole = scenario_from_dict({**fields, "protocol": "jht", "train_size": None})
+    with pytest.raises(ConfigError, match="set train_size below that"):
+        run_scenarios([whole], tmp_path / "whole", progress=False)
+    assert not (tmp_path / "whole").exists()
+
+
+def test_the_toxic_suite_takes_jhts_victims_with_protocol_jht(cifar_subset_path):
+    from poisonlab.bench.suites import load_suite
+
+    suite = load_suite("toxic", data_root=str(cifar_subset_path), protocol="jht")
+    transfer = [s for s in suite.scenarios if s.setting != "scratch"]
+    assert transfer and all((s.protocol, s.train_size, s.pretrain_data, s.recipe.optimizer) ==
+                            ("jht", 2000, "disjoint", "sgd") for s in transfer)
+    assert all(s.pretrain_data == "victim" for s in suite.scenarios if s.setting == "scratch")
+    with pytest.raises(ConfigError, match="--protocol is for the targeted suites"):
+        load_suite("quick", protocol="jht")

@@ -104,6 +104,13 @@ def check_networks(plan: Plan) -> None:
     if scenario.pretrain is not None and not plan.pretrains:
         raise ConfigError(f"pretrain is the recipe of the networks a victim starts from or an attacker crafts on; "
                           f"{attack.name} trained from scratch uses none: leave it out.")
+    if (scenario.pretrain_size is not None or scenario.pretrain_data == "disjoint") and not plan.pretrains:
+        raise ConfigError(f"pretrain_data and pretrain_size say what the networks a victim starts from (or an "
+                          f"attacker crafts on) are pretrained on; {attack.name} trained from scratch uses none: "
+                          "leave them out.")
+    if scenario.recipe.views and scenario.recipe.trainable != "head" and scenario.setting != "frozen":
+        raise ConfigError("recipe views (features of augmented views computed once) serve a frozen extractor's "
+                          "head; a network whose every layer trains augments each batch anew: leave views out.")
     if scenario.setting != "scratch" and scenario.model not in PRETRAINABLE:
         raise ConfigError(f"the {scenario.setting} setting retrains a pretrained network's last layer or all of "
                           f"it; {scenario.model} has no feature extractor to pretrain: use one of "

@@ -21,8 +21,9 @@ class TargetedPart:
     class the attacker wants for it, the training-split positions whose images the poisons replaced (every attack
     of a trial replaces the same ones), where they came from (a setups file's entry, bases topped up, setups
     skipped), the adversarial loss of the target on the victim and the control, the poisons' relative feature
-    loss on the pretrained network beside that of random ±eps noise on the same bases (bullseye's yardstick), and
-    how many trials were crafted in one optimisation with this one."""
+    loss on the pretrained network beside that of random ±eps noise on the same bases (bullseye's yardstick), how
+    many trials were crafted in one optimisation with this one, and how many images the pretrained networks
+    were trained on and whether none of them is in the victim's training set."""
 
     target_image_index: int
     target_position: int
@@ -37,6 +38,8 @@ class TargetedPart:
     relative_feature_loss: float
     noise_feature_loss: float
     trials_crafted_together: int
+    pretrain_size: int
+    pretrain_disjoint: bool
 
 
 @with_config(STRICT)

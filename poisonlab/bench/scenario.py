@@ -16,12 +16,18 @@ from ..models import MODELS, TrainRecipe, config_hash
 
 HASH_EXCLUDES = {"name", "trials", "data_root"}
 RECIPE_KEYS = tuple(TrainRecipe.model_fields)
-# The victim's default training by setting: a frozen extractor retrains only the linear head (200 full-batch Adam
-# steps on precomputed features), fine-tuning trains every layer briefly from the pretrained weights; from
-# scratch, each model has its own default recipe (MODELS[name].recipe; suites give their own).
+# The victim's default training by protocol and setting. "fast": a frozen extractor retrains only the linear head
+# (200 full-batch Adam steps on precomputed features), fine-tuning trains every layer briefly from the pretrained
+# weights. "jht": the victims of "Just How Toxic is Data Poisoning?" (benchmark_test.py / poison_test.py): SGD, lr
+# 0.01, momentum 0.9 (not Nesterov), weight decay 2e-4, batch 128, 40 epochs, lr x0.1 at epoch 30, random crops
+# and flips; the frozen head reads 8 augmented views of each image, computed once. From scratch, each model has
+# its own default recipe (MODELS[name].recipe; suites give their own).
+JHT_VICTIM = TrainRecipe(epochs=40, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
+                         weight_decay=2e-4, schedule="step", milestones=(30,), augment="flip-crop")
 SETTING_RECIPES = {
-    "frozen": TrainRecipe(epochs=200, batch_size=1 << 20, lr=0.01, trainable="head"),
-    "finetune": TrainRecipe(epochs=5, batch_size=128, lr=1e-4, augment="flip-crop"),
+    "fast": {"frozen": TrainRecipe(epochs=200, batch_size=1 << 20, lr=0.01, trainable="head"),
+             "finetune": TrainRecipe(epochs=5, batch_size=128, lr=1e-4, augment="flip-crop")},
+    "jht": {"frozen": JHT_VICTIM.model_copy(update={"trainable": "head", "views": 8}), "finetune": JHT_VICTIM},
 }
 # How the network a targeted attack starts from is pretrained on the clean training set (frozen and finetune
 # victims and every surrogate): 30 epochs, Adam 3e-3, cosine, flips and crops (70% on the CIFAR-10 subset).
@@ -56,6 +62,9 @@ class Scenario(BaseModel):
     defense: str = "none"
     defense_params: dict = Field(default_factory=dict)
     pretrain: TrainRecipe | None = None
+    protocol: Literal["fast", "jht"] = "fast"
+    pretrain_data: Literal["victim", "disjoint"] | None = None
+    pretrain_size: int | None = Field(None, ge=1)
     surrogates: list[str] | None = None
     setups: str | None = None
     device: str = "cpu"
@@ -65,12 +74,18 @@ class Scenario(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def setting_recipe(cls, data):
-        """An unset recipe (or unset recipe keys) take the setting's default (SETTING_RECIPES); from scratch, the
-        model's own (MODELS[model].recipe)."""
+        """An unset recipe (or unset recipe keys) take the protocol's default for the setting (SETTING_RECIPES);
+        from scratch, the model's own (MODELS[model].recipe). The pretraining data follow the protocol: JHT's
+        extractors never saw the victim's training set ("disjoint"), the fast protocol's are pretrained on it."""
         if isinstance(data, dict):
             model, setting = data.get("model", "convnet"), data.get("setting", "scratch")
+            protocol = data.get("protocol", "fast")
             scratch = MODELS[model].recipe if isinstance(model, str) and model in MODELS else TrainRecipe()
-            default = SETTING_RECIPES[setting] if isinstance(setting, str) and setting in SETTING_RECIPES else scratch
+            recipes = SETTING_RECIPES.get(protocol, {}) if isinstance(protocol, str) else {}
+            default = recipes[setting] if isinstance(setting, str) and setting in recipes else scratch
+            if data.get("pretrain_data") is None and isinstance(protocol, str) and protocol in SETTING_RECIPES:
+                transfer = protocol == "jht" and setting in ("frozen", "finetune")  # JHT's scratch attacker knows
+                data = {**data, "pretrain_data": "disjoint" if transfer else "victim"}
             given = data.get("recipe")
             if given is None or isinstance(given, dict):
                 data = {**data, "recipe": {**default.model_dump(), **(given or {})}}

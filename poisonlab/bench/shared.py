@@ -24,7 +24,8 @@ from .scenario import Scenario
 
 BLACK_BOX = ("convnet-wide", "resnet8")  # other architectures than the victim's, pretrained on the same data
 DATA_FIELDS = {"dataset", "data_root", "classes", "train_size", "test_size", "val_size", "sampling"}
-NETWORK_FIELDS = DATA_FIELDS | {"model", "pretrain", "knowledge", "surrogates", "seed", "device"}
+NETWORK_FIELDS = DATA_FIELDS | {"model", "pretrain", "knowledge", "surrogates", "seed", "device", "pretrain_data",
+                                 "pretrain_size"}
 
 
 @lru_cache(maxsize=4)
@@ -62,6 +63,7 @@ class Networks:
     surrogates: list[Classifier]
     data: Splits
     seed: int = 0
+    pretrained_on: Dataset | None = None  # the images the networks were pretrained on
     _views: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -135,11 +137,27 @@ def scenario_networks(plan: Plan, cache_dir: str | None) -> Networks | None:
 def networks_for(fields: str, cache_dir: str | None) -> Networks:
     scenario = Scenario.model_validate_json(fields)
     data = shared_subset(scenario.model_dump_json(include=DATA_FIELDS | {"seed"}))
-    reference = pretrained(scenario, scenario.model, scenario.seed, data, cache_dir)
-    return Networks(reference, surrogates(scenario, reference, data, cache_dir), data, scenario.seed)
+    on = pretraining_set(scenario, data)
+    reference = pretrained(scenario, scenario.model, scenario.seed, on, cache_dir)
+    return Networks(reference, surrogates(scenario, reference, on, cache_dir), data, scenario.seed, on)
 
 
-def surrogates(scenario: Scenario, reference: Classifier, data: Splits, cache_dir: str | None) -> list[Classifier]:
+def pretraining_set(scenario: Scenario, data: Splits) -> Dataset:
+    """What the networks are pretrained on: the victim's training set ("victim"), or ("disjoint") the loaded
+    training split's other images (its classes), the first or a seeded draw of `pretrain_size` of them."""
+    if scenario.pretrain_data != "disjoint":
+        return data.train if scenario.pretrain_size is None else data.train.sample(
+            scenario.pretrain_size, scenario.seed, "pretrain", scenario.sampling == "first")
+    split = cached_splits(scenario.dataset, scenario.data_root).train
+    if scenario.classes is not None:
+        split = split.select_classes(scenario.classes)
+    rest = split.take(torch.nonzero(~torch.isin(split.index, data.train.index)).squeeze(1))
+    if scenario.pretrain_size is None:
+        return rest
+    return rest.sample(scenario.pretrain_size, scenario.seed, "pretrain", scenario.sampling == "first")
+
+
+def surrogates(scenario: Scenario, reference: Classifier, data: Dataset, cache_dir: str | None) -> list[Classifier]:
     """White-box: the victim's own pretrained network. Grey-box: the same architecture pretrained with another
     seed. Black-box: other architectures (`scenario.surrogates`, default BLACK_BOX without the victim's)."""
     if scenario.knowledge == "white-box":
@@ -150,14 +168,14 @@ def surrogates(scenario: Scenario, reference: Classifier, data: Splits, cache_di
             for i, name in enumerate(names)]
 
 
-def pretrained(scenario: Scenario, name: str, seed: int, data: Splits, cache_dir: str | None) -> Classifier:
-    """`name` trained on the clean training set by the pretraining recipe; cached by its config."""
+def pretrained(scenario: Scenario, name: str, seed: int, data: Dataset, cache_dir: str | None) -> Classifier:
+    """`name` trained on `data` (the pretraining set) by the pretraining recipe; cached by its config."""
     recipe = scenario.pretrain_recipe
-    config = {"pretrained": name, "seed": seed, "data": scenario.hash_of(DATA_FIELDS - {"data_root"} | {"seed"}),
-              "recipe": recipe.model_dump(mode="json")}
+    config = {"pretrained": name, "seed": seed, "recipe": recipe.model_dump(mode="json"),
+              "data": scenario.hash_of(DATA_FIELDS - {"data_root"} | {"seed", "pretrain_data", "pretrain_size"})}
 
     def build() -> Classifier:
-        model = build_model(name, data.train.shape, data.train.num_classes, seed=seed)
+        model = build_model(name, data.shape, data.num_classes, seed=seed)
         return model.to(resolve_device(scenario.device))
 
-    return cached_model(config, build, lambda model: train(model, data.train, recipe, seed=seed), cache_dir)
+    return cached_model(config, build, lambda model: train(model, data, recipe, seed=seed), cache_dir)

@@ -136,10 +136,20 @@ def targeted_fields(scenario: Scenario, trials: list[TrialRow]) -> dict:
             "control_adversarial_loss": mean(parts, "control_adversarial_loss"),
             "setups": scenario.setups, "setups_skipped": parts[0].setups_skipped,
             "bases_topped_up": sum(p.bases_topped_up for p in parts),
+            "protocol": scenario.protocol, "victim_recipe": victim_recipe(scenario),
+            "pretrain_size": parts[0].pretrain_size, "pretrain_disjoint": all(p.pretrain_disjoint for p in parts),
             "target_image_index_per_trial": [p.target_image_index for p in parts],
             "target_position_per_trial": [p.target_position for p in parts],
             "target_class_per_trial": [p.target_class for p in parts],
             "base_indices_per_trial": [p.base_indices for p in parts]}
+
+
+def victim_recipe(scenario: Scenario) -> dict:
+    """How the victim was trained: optimiser, learning rate and its schedule, epochs, batch, augmentation (and,
+    for a frozen head, the augmented views it read)."""
+    keys = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "epochs", "batch_size", "schedule",
+            "milestones", "augment", "views", "trainable")
+    return scenario.recipe.model_dump(mode="json", include=set(keys))
 
 
 def defense_fields(scenario: Scenario, trials: list[TrialRow]) -> dict:

@@ -26,7 +26,7 @@ from .plan import Plan, make_plan, trial_seed
 from .rows import DefensePart, TrialRow
 from .scenario import Scenario
 from .setups import load_setups, usable_setups
-from .shared import Networks, scenario_networks, trial_data
+from .shared import Networks, pretraining_set, scenario_networks, trial_data
 from .targets import Target, choose_target, targeted_threat
 from .victims import VICTIMS, FromScratch, control_victim, poisoned_victim
 
@@ -64,6 +64,10 @@ def check_scenario(scenario: Scenario) -> Plan:
     """Every check a scenario needs before its first trial trains (raises ConfigError or DataError)."""
     plan = make_plan(scenario)
     data = trial_data(plan, 0)
+    if plan.pretrains and not len(pretraining_set(scenario, data)):
+        raise ConfigError(f"pretrain_data=disjoint pretrains the extractor on the training images the victim never "
+                          f"sees, and the victim's training set holds all {len(data.train)} of {scenario.dataset}'s: "
+                          "set train_size below that (JHT's victims train on 2,500 of 50,000), or protocol: fast.")
     threat = scenario_threat(plan, data)
     check_compatible(plan.attack, threat, validation=data.val, surrogate_from_trial=True)
     plan.attack.check_shape(data.train.shape)

@@ -38,11 +38,13 @@ def suite_description(name: str) -> str:
 
 
 def load_suite(name: str, data_root: str | None = None, trials: int | None = None,
-               setups: str | None = None, device: str | None = None) -> Suite:
+               setups: str | None = None, device: str | None = None, protocol: str | None = None) -> Suite:
     """The suite `name`, its optional groups skipped (with the reason) when their data is not installed;
-    `setups` (a "Just How Toxic" trial file) and `device` go to every scenario of a targeted suite."""
+    `setups` (a "Just How Toxic" trial file), `device` and `protocol` go to every scenario of a targeted suite
+    (a protocol with its own entry under the suite's `protocols` also takes that entry's fields in the groups
+    that pretrain: frozen and fine-tuned victims)."""
     spec = suite_spec(name)
-    for flag, value in (("--setups", setups), ("--device", device)):
+    for flag, value in (("--setups", setups), ("--device", device), ("--protocol", protocol)):
         if value is not None and not spec.get("toxic"):
             raise ConfigError(f"{flag} is for the targeted suites (toxic, toxic-cifar10); suite {name!r} has no "
                               "targeted attacks.")
@@ -58,6 +60,10 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
             base["setups"] = setups
         if device is not None:
             base["device"] = device
+        if protocol is not None:
+            base["protocol"] = protocol
+            if base.get("setting", "scratch") != "scratch":
+                base.update(spec.get("protocols", {}).get(protocol, {}))
         if group.get("optional") and (reason := unavailable(base["dataset"], data_root)):
             skipped.append(f"{base['dataset']}: {reason}")
             continue
