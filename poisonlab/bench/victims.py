@@ -21,7 +21,7 @@ from ..data import Dataset, Splits
 from ..defenses.detect import representation
 from ..device import device_of
 from ..models import Classifier, build_model, cached_model, predict, train
-from ..models.train import train_head, train_head_on_views
+from ..models.train import train_head
 from ..threat import PoisonSet
 from .scenario import Scenario
 from .shared import Networks
@@ -91,7 +91,7 @@ class FrozenHead(FromScratch):
             views = self.networks.poisoned_views(poison, recipe.views, recipe.augment, self.seed)
             if rows is not None:
                 views, labels = views[:, rows.to(views.device)], labels[rows]
-            return train_head_on_views(model, views, labels, recipe, seed)
+            return train_head(model, views, labels, recipe, seed)
         features = self.networks.poisoned_features(poison)
         if rows is not None:
             features, labels = features[rows.to(features.device)], labels[rows]

@@ -70,7 +70,7 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
         return train_head(model, features, dataset.y, recipe, seed)
     if recipe.trainable == "head" and recipe.views and batch_hook is None:
         views = view_features(model, dataset.x, recipe.views, recipe.augment, generator(seed, "views"))
-        return train_head_on_views(model, views, dataset.y, recipe, seed)
+        return train_head(model, views, dataset.y, recipe, seed)
     params = model.head.parameters() if recipe.trainable == "head" else model.parameters()
     optimizer = make_optimizer(list(params), recipe)
     steps_per_epoch = -(-len(dataset) // recipe.batch_size)
@@ -96,17 +96,24 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
 
 def train_head(model: Classifier, features: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe,
                seed: int) -> Classifier:
-    """Train only `model.head` on precomputed features (a frozen extractor, no augmentation): the same steps
-    as `train` takes with trainable="head", without running the extractor on every batch."""
+    """Train only `model.head` on precomputed features (a frozen extractor): the same steps as `train` takes with
+    trainable="head", without running the extractor on every batch. `features` is N×D, or K×N×D for K augmented
+    views of each image (`view_features`): each epoch every image then contributes one of its views, drawn with
+    the seed."""
     device = device_of(model)
     features, y = features.to(device), y.to(device)
     optimizer = make_optimizer(list(model.head.parameters()), recipe)
     scheduler = make_scheduler(optimizer, recipe, -(-len(y) // recipe.batch_size))
     g = generator(seed, "train")
-    whole = recipe.batch_size >= len(y)  # full-batch steps: no shuffled copy of the features every step
+    views = features.ndim == 3
+    whole = recipe.batch_size >= len(y) and not views  # full-batch steps: no shuffled copy every step
+    rows = torch.arange(len(y), device=device)
     for _ in range(recipe.epochs):
+        chosen = features[torch.randint(len(features), (len(y),), generator=g).to(device), rows] if views \
+            else features
         for batch in [slice(None)] if whole else torch.randperm(len(y), generator=g).split(recipe.batch_size):
-            loss = loss_fn(model, model.head(features[batch]), y[batch])
+            batch = batch if whole else batch.to(device)
+            loss = loss_fn(model, model.head(chosen[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -125,28 +132,6 @@ def view_features(model: Classifier, x: torch.Tensor, views: int, kind: str, g: 
             chunk = augment(x[start:start + 1024].to(device), kind, g)
             out[k, start:start + len(chunk)] = model.features(chunk).flatten(1)
     return out
-
-
-def train_head_on_views(model: Classifier, views: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe,
-                       seed: int) -> Classifier:
-    """Train only `model.head` on precomputed features of augmented views (K×N×D: K views of N images): each
-    epoch every image contributes one of its views, drawn with the seed; otherwise the steps of `train_head`."""
-    device = device_of(model)
-    views, y = views.to(device), y.to(device)
-    optimizer = make_optimizer(list(model.head.parameters()), recipe)
-    scheduler = make_scheduler(optimizer, recipe, -(-len(y) // recipe.batch_size))
-    g = generator(seed, "train")
-    rows = torch.arange(len(y), device=device)
-    for _ in range(recipe.epochs):
-        chosen = views[torch.randint(len(views), (len(y),), generator=g).to(device), rows]
-        for batch in torch.randperm(len(y), generator=g).split(recipe.batch_size):
-            batch = batch.to(device)
-            loss = loss_fn(model, model.head(chosen[batch]), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    return model.eval()
 
 
 def loss_fn(model: Classifier, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
