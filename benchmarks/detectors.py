@@ -1,11 +1,15 @@
 """Detectors against a backdoor: recall and precision of the removal, AUROC, and attack success after retraining on
-the kept data, per detector and ranking rule (global or per-class), over several budgets, target classes and
-seeds. Each (target class, seed) is a trial: one poisoned victim, shared by every detector and rule; the summary
-lines pool the trials with trial-clustered intervals (`poisonlab.metrics.TrialRates`).
+the kept data, per detector and removal rule, over several budgets, target classes and seeds. A rule is a ranking
+(`global`, `per-class`: the top 1.5x budget removed) or a detector's own rule as KEY=VALUE (`rule=size` for
+activation clustering's relative-size rule, `rule=plurality` for deep k-NN's vote); a rule a detector does not
+have is skipped for it. Each (target class, seed) is a trial: one poisoned victim, shared by every detector and
+rule; the summary lines pool the trials with trial-clustered intervals (`poisonlab.metrics.TrialRates`).
 
     python benchmarks/detectors.py --dataset fashion-mnist --train-size 6000 --budgets 0.01 0.05 0.1 \\
         --attacks badnets blended --targets 7 2 --seeds 0 1 --defenses spectral-signatures \\
         --rankings per-class global
+    python benchmarks/detectors.py ... --defenses activation-clustering deep-knn spectre \
+        --rankings global per-class rule=size rule=plurality
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import torch
 
 from poisonlab import ThreatModel, build_model, load_dataset, make_attack, train
 from poisonlab.defenses import DEFENSES, Detector, detection_counts, make_defense
+from poisonlab.defenses.detect import representation
 from poisonlab.device import keep_freed_memory
+from poisonlab.errors import ConfigError
 from poisonlab.metrics import TrialRates, attack_success_rate, clean_accuracy, pct
 from poisonlab.models import TrainRecipe
 
@@ -76,10 +82,16 @@ def trial(args, splits, recipe, attack, budget, target, seed, results) -> None:
           flush=True)
     for name in args.defenses:
         for ranking in args.rankings:
-            defense = make_defense(name, ranking=ranking)
+            key, _, value = ranking.partition("=")
+            try:
+                defense = make_defense(name, **({key: value} if value else {"ranking": ranking}))
+            except (ConfigError, TypeError):
+                continue  # a rule this detector does not have
             start = time.perf_counter()
-            scores = defense.score(poisoned, model if defense.needs_model else None, seed=seed)
-            keep = defense.keep_mask(scores, poisoned.y, threat.budget)
+            z = representation(poisoned, model if defense.needs_model else None, defense.space)
+            scores = defense.score_representation(z, poisoned.y, seed)
+            flagged = defense.flag(z, poisoned.y, seed)
+            keep = defense.keep_mask(scores, poisoned.y, threat.budget) if flagged is None else ~flagged
             seconds = time.perf_counter() - start
             m = detection_counts(scores, is_poison, keep)
             line = (f"  {name:<22} {ranking:<9} recall {m.removed_poisons / m.n_poisons_present:.3f} "

@@ -3,7 +3,7 @@ line sets (`poisonlab.device.keep_freed_memory`): milliseconds per step, per mod
   train      an SGD step on 128 images (victims, surrogates),
   craft      the input gradient of 25 images through the frozen extractor (the feature-space attacks),
   alignment  witches' brew's step on 200 poisons: the input gradient of the gradient alignment (second order),
-  unrolled   metapoison's step on 200 poisons and 128 clean images: through two unrolled SGD steps (second order).
+  unrolled   a metapoison metagradient: a 125-image batch with its poisons, through two unrolled SGD steps.
 The layouts take turns within a process; `--allocator both` runs the whole measurement in child processes, one
 per allocator setting, taking turns `--rounds` times (the setting is process-wide). Medians are printed.
 
@@ -24,8 +24,9 @@ import torch
 from torch.nn import functional as F
 
 from poisonlab import build_model
-from poisonlab.attacks.metapoison import MetaPoison
+from poisonlab.attacks.metapoison import MetaPoison, Run
 from poisonlab.attacks.witches_brew import gradient_alignment
+from poisonlab.data import Dataset
 from poisonlab.device import keep_freed_memory, resolve_device
 
 # name shown: (model, input shape); convnet-28 is the convnet of the 28x28 grey data sets (Fashion-MNIST, MNIST)
@@ -60,8 +61,12 @@ def steps_of(model_name: str, shape, layout: torch.memory_format, device: torch.
     aim = torch.rand(frozen.feature_dim, generator=g).to(device)
     many = torch.rand(200, *shape, generator=g).to(device).requires_grad_(True)
     labels, target = torch.randint(10, (200,), generator=g).to(device), torch.rand(1, *shape, generator=g).to(device)
-    meta = MetaPoison()
-    weights, adversarial = meta.batch_weights(200, 0.05, device), torch.tensor([3], device=device)
+    # metapoison's unrolled loss: 125-image batches of a 1,000-image set whose first 200 images are the poisons
+    pool = Dataset(torch.rand(1000, *shape, generator=g), torch.randint(10, (1000,), generator=g),
+                   tuple(map(str, range(10))))
+    run = Run(MetaPoison(), pool, torch.arange(200), pool.x[:200].to(device), target,
+              torch.tensor([3], device=device))
+    order, delta = torch.arange(1000).view(8, 125), torch.zeros(200, *shape, device=device).requires_grad_(True)
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -75,9 +80,7 @@ def steps_of(model_name: str, shape, layout: torch.memory_format, device: torch.
         torch.autograd.grad(gradient_alignment([surrogate], many, labels, target, 3, create_graph=True), many)
 
     def unrolled_step() -> None:
-        batch = torch.cat([many, x])
-        loss = meta.adversarial_loss(surrogate, batch, torch.cat([labels, y]), weights, target, adversarial)
-        torch.autograd.grad(loss, many)
+        torch.autograd.grad(run.unrolled_loss(surrogate, order, 0, delta, 0.1, g), delta)
 
     return {"train": train_step, "craft": craft_step, "alignment": alignment_step, "unrolled": unrolled_step}
 

@@ -125,6 +125,8 @@ def test_unknown_parameters_are_refused(name):
     ("svm-kkt", {"C": 0}, "C > 0"),
     ("feature-collision", {"opacity": 1.0}, "opacity in"),
     ("convex-polytope", {"layers": "first"}, "layers='first' is not one of"),
+    ("convex-polytope", {"dropout": 1.0}, "dropout in"),
+    ("feature-collision", {"method": "sgd"}, "method='sgd' is not one of"),
     ("bullseye-polytope", {"steps": 0}, "steps >= 1"),
 ])
 def test_bad_parameter_values_are_refused(name, params, message):
@@ -223,3 +225,51 @@ def test_all_layers_counts_each_block_once_and_ends_at_the_features(name, shape,
         assert [f.shape for f in found] == [(3, w) for w in widths]
         assert torch.allclose(found[-1], model.features(x))
         assert len({round(float(f.sum()), 4) for f in found}) == len(found)  # no layer twice
+
+
+def test_feature_collisions_beta_pulls_the_poisons_back_to_their_bases_by_forward_backward_splitting(task, surrogate):
+    """Shafahi et al.'s proximal step acts: with the eps box out of the way (eps 1) a larger β0 leaves smaller
+    perturbations, at a higher feature loss; each poison's objective never rises (backtracking); the ℓ∞ method
+    (JHT's) and Adam stay in the box."""
+    threat = ThreatModel.for_data(task.train, 6, target_class=1, eps=1.0, target_image=target_image(task))
+    bases = task.train.x[make("feature-collision").craft(task.train, threat, surrogate, seed=0).indices]
+    with torch.no_grad():
+        target = surrogate.eval().features(threat.target_image)
+
+    def measured(beta):
+        attack = make_attack("feature-collision", method="forward-backward", beta=beta)
+        poison = attack.craft(task.train, threat, surrogate, seed=0)
+        with torch.no_grad():
+            miss = (surrogate.features(poison.x) - target).pow(2).sum(1).mean()
+        return float((poison.x - bases).flatten(1).norm(dim=1).mean()), float(miss)
+
+    (free, free_miss), (mild, _), (pulled, pulled_miss) = measured(0.0), measured(0.0001), measured(0.25)
+    assert pulled < 0.8 * free and mild < free and pulled_miss > free_miss
+    attack = make_attack("feature-collision", method="forward-backward", beta=0.25)
+    assert attack.effective_beta(bases) == pytest.approx(0.25 * (2048 / 64) ** 2)
+    assert make_attack("feature-collision").effective_beta(bases) == 0.0  # JHT's l-inf method has no beta
+    start = bases + 0.3 * (threat.target_image - bases)
+    poison = attack.craft(task.train, threat, surrogate, seed=0)
+    with torch.no_grad():
+        def objective(x):
+            return (surrogate.features(x) - target).pow(2).sum(1) + attack.effective_beta(bases) * \
+                (x - bases).flatten(1).pow(2).sum(1)
+        assert bool((objective(poison.x) <= objective(start) + 1e-5).all())
+    box = ThreatModel.for_data(task.train, 6, target_class=1, eps=0.05, target_image=target_image(task))
+    for method in ("linf", "adam", "forward-backward"):
+        poison = make_attack("feature-collision", method=method, steps=20).craft(task.train, box, surrogate, seed=0)
+        assert float((poison.x - bases).abs().max()) <= 0.05 + 1e-6
+
+
+def test_convex_polytopes_crafting_dropout_draws_each_trials_masks_from_its_seed(task, surrogate):
+    """Zhu et al.'s transferable variant: dropout on the poisons' features while crafting changes the poisons,
+    is reproducible, and a trial crafted with others gets the poisons it gets alone."""
+    threats = [ThreatModel.for_data(task.train, 4, target_class=c, target_image=task.val.x[task.val.y != c][:1],
+                                    eps=8 / 255) for c in (1, 0)]
+    attack = make("convex-polytope", steps=10, dropout=0.3)
+    together = attack.craft_group(task.train, threats, surrogate, [3, 4])
+    for threat, seed, grouped in zip(threats, [3, 4], together, strict=True):
+        assert torch.allclose(grouped.x, attack.craft(task.train, threat, surrogate, seed=seed).x, atol=1e-6)
+    plain = make("convex-polytope", steps=10).craft(task.train, threats[0], surrogate, seed=3)
+    assert not torch.allclose(plain.x, together[0].x, atol=1e-4)
+    assert together[0].params["dropout"] == 0.3

@@ -77,6 +77,23 @@ def test_retraining_on_kept_data_brings_badnets_success_below_10pct_on_fashion_m
     assert clean_accuracy(defended, data.test).value > clean_accuracy(model, data.test).value - 0.03
 
 
+def test_activation_clusterings_relative_size_rule_removes_the_small_clusters_whole(fashion_badnets):
+    """Chen et al.'s rule (rule=size): every class whose smaller 2-means cluster holds < 35% of it loses that
+    cluster. BadNets 5% into class 7 (a third of the class): all 300 poisons go, with the small clusters of other
+    classes (measured: 495 removed, 195 clean). It cannot see a backdoor that is 35% of its class or more (10%
+    into class 4: none found; docs/defenses/activation-clustering.md)."""
+    from poisonlab.defenses.detect import representation
+
+    data, threat, poison, poisoned, is_poison, model = fashion_badnets
+    z = representation(poisoned, model, "features")
+    flagged = make_defense("activation-clustering", rule="size").flag(z, poisoned.y, 0)
+    assert float(flagged[is_poison].float().mean()) >= 0.9 and int(flagged.sum()) < 3 * int(is_poison.sum())
+    with pytest.raises(ConfigError, match="rule must be"):
+        make_defense("activation-clustering", rule="silhouette")
+    with pytest.raises(ConfigError, match="leave `removal` unset"):
+        make_defense("activation-clustering", rule="size", removal=0.1)
+
+
 def test_spectral_signatures_by_default_catches_a_1pct_backdoor_that_the_global_ranking_misses(fashion):
     """BadNets 1% (60 poisons) into class 2 (pullover, a class of wide natural spread): the paper's per-class rule
     (the default) removes 90 of every class and finds >= 85% of the poisons, and retraining on the rest brings

@@ -368,13 +368,33 @@ def test_the_jht_protocol_trains_jhts_victims_on_images_the_extractor_never_saw(
     assert not (tmp_path / "whole").exists()
 
 
-def test_the_toxic_suite_takes_jhts_victims_with_protocol_jht(cifar_subset_path):
+def test_the_jht_protocol_pretrains_its_transfer_extractors_by_sgd_with_step_drops_unless_told():
+    from poisonlab.bench.scenario import DEFAULT_PRETRAIN, JHT_PRETRAIN
+
+    fields = dict(dataset="digits", model="convnet", attack="bullseye-polytope", budget=5, eps=0.1, train_size=600)
+    for setting in ("frozen", "finetune"):
+        jht = scenario_from_dict({**fields, "setting": setting, "protocol": "jht"})
+        assert jht.pretrain_recipe == JHT_PRETRAIN and (JHT_PRETRAIN.optimizer, JHT_PRETRAIN.milestones) == \
+            ("sgd", (50, 75))
+        assert scenario_from_dict({**fields, "setting": setting}).pretrain_recipe == DEFAULT_PRETRAIN
+    told = scenario_from_dict({**fields, "setting": "frozen", "protocol": "jht", "pretrain": {"epochs": 4}})
+    assert told.pretrain_recipe.epochs == 4
+    scratch = scenario_from_dict({**fields, "attack": "witches-brew", "setting": "scratch", "protocol": "jht"})
+    assert scratch.pretrain_recipe == DEFAULT_PRETRAIN
+
+
+def test_the_toxic_suite_takes_jhts_victims_by_default_and_the_quick_ones_with_protocol_fast(cifar_subset_path):
     from poisonlab.bench.suites import load_suite
 
-    suite = load_suite("toxic", data_root=str(cifar_subset_path), protocol="jht")
-    transfer = [s for s in suite.scenarios if s.setting != "scratch"]
-    assert transfer and all((s.protocol, s.train_size, s.pretrain_data, s.recipe.optimizer) ==
-                            ("jht", 2000, "disjoint", "sgd") for s in transfer)
-    assert all(s.pretrain_data == "victim" for s in suite.scenarios if s.setting == "scratch")
+    for protocol in (None, "jht"):
+        suite = load_suite("toxic", data_root=str(cifar_subset_path), protocol=protocol)
+        transfer = [s for s in suite.scenarios if s.setting != "scratch"]
+        assert transfer and all((s.protocol, s.train_size, s.pretrain_data, s.recipe.optimizer) ==
+                                ("jht", 2000, "disjoint", "sgd") for s in transfer)
+        assert all(s.pretrain_data == "victim" for s in suite.scenarios if s.setting == "scratch")
+    fast = load_suite("toxic", data_root=str(cifar_subset_path), protocol="fast")
+    transfer = [s for s in fast.scenarios if s.setting != "scratch"]
+    assert all((s.protocol, s.train_size, s.pretrain_data, s.recipe.optimizer) == ("fast", 4000, "victim", "adam")
+               for s in transfer)
     with pytest.raises(ConfigError, match="--protocol is for the targeted suites"):
         load_suite("quick", protocol="jht")

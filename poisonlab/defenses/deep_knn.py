@@ -52,7 +52,7 @@ class DeepKNN(Detector):
             scores[rows] = disagree.mean(1) + 1e-3 * spread / (1 + spread)
         return scores
 
-    def flag(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    def flag(self, z: torch.Tensor, y: torch.Tensor, seed: int = 0) -> torch.Tensor | None:
         """rule=plurality: the samples whose label loses the vote of their k nearest neighbours (themselves one of
         them; a tie goes to the smallest class index, as in scikit-learn's k-NN classifier)."""
         if self.rule == "top":

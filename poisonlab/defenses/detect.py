@@ -91,16 +91,16 @@ class Detector(Defense):
         """Score the training set, remove the most suspicious samples, retrain the victim on the rest."""
         z, y = context.representation(self.space), context.poisoned.y
         scores = self.score_representation(z, y, context.seed)
-        flagged = self.flag(z, y)
+        flagged = self.flag(z, y, context.seed)
         keep = self.keep_mask(scores, y, context.budget) if flagged is None else ~flagged
         if not keep.any():
             raise ConfigError(f"{self.name} flagged every training sample; nothing is left to retrain on.")
         model = context.victim if keep.all() else context.retrain(torch.nonzero(keep).squeeze(1), None)
         return Defended(model, detection_counts(scores, context.is_poison, keep))
 
-    def flag(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        """The samples to remove by the detector's own rule (a boolean per sample), or None: the top `removal`
-        fraction by score."""
+    def flag(self, z: torch.Tensor, y: torch.Tensor, seed: int = 0) -> torch.Tensor | None:
+        """The samples to remove by the detector's own rule (a boolean per sample; `seed` as for the scores), or
+        None: the `ranking` rule on the scores."""
         return None
 
     def keep_mask(self, scores: torch.Tensor, y: torch.Tensor, n_budget: int) -> torch.Tensor:

@@ -42,12 +42,14 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
     """The suite `name`, its optional groups skipped (with the reason) when their data is not installed;
     `setups` (a "Just How Toxic" trial file), `device` and `protocol` go to every scenario of a targeted suite
     (a protocol with its own entry under the suite's `protocols` also takes that entry's fields in the groups
-    that pretrain: frozen and fine-tuned victims)."""
+    that pretrain: frozen and fine-tuned victims). Without `protocol`, the suite's own `protocol:` if it names
+    one."""
     spec = suite_spec(name)
     for flag, value in (("--setups", setups), ("--device", device), ("--protocol", protocol)):
         if value is not None and not spec.get("toxic"):
             raise ConfigError(f"{flag} is for the targeted suites (toxic, toxic-cifar10); suite {name!r} has no "
                               "targeted attacks.")
+    protocol = protocol if protocol is not None else spec.get("protocol")
     scenarios, skipped = [], []
     reading = [g for g in spec["groups"] if DATASETS[g["base"]["dataset"]].reads_files]
     if data_root is not None and not reading:
