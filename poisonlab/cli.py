@@ -160,14 +160,18 @@ def bench(
                                                "setups JSON file.")] = None,
     protocol: ProtocolOpt = None,
     device: DeviceOpt = None,
-    data_root: RootOpt = None, as_json: JsonOpt = False, progress: ProgressOpt = True,
+    data_root: RootOpt = None,
+    pretrain_data_root: Annotated[str | None, typer.Option(
+        "--pretrain-data-root", help="Where a suite's pretraining data set lies (toxic-cifar10: CIFAR-100's "
+        "cifar-100-python/ or its tar.gz); searched before $POISONLAB_DATA and the caches.")] = None,
+    as_json: JsonOpt = False, progress: ProgressOpt = True,
 ) -> None:
     """Run a named suite of scenarios and print its results table (resumes when re-run into the same --out)."""
     from .bench.suites import load_suite
     from .data.files import check_writable
 
     out = check_writable(out or Path("poisonlab-out") / suite, "--out")
-    loaded = load_suite(suite, data_root, trials, setups, device, protocol)
+    loaded = load_suite(suite, data_root, trials, setups, device, protocol, pretrain_data_root)
     for reason in loaded.skipped:
         typer.echo(f"skipped (data not installed): {reason}", err=True)
     rows = run_and_report(loaded.scenarios, out, workers, as_json, progress, f"suite {suite}: {loaded.description}",

@@ -205,6 +205,60 @@ def test_cifar10_refuses_a_malicious_batch(tmp_path):
         load_dataset("cifar10", root=tmp_path, download=False)
 
 
+def write_cifar100(folder: Path, n=200, meta=True) -> None:
+    """CIFAR-100's python layout: one train and one test pickle with fine (and coarse) labels, and meta."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("train", "test"):
+        batch = {b"filenames": [b"x.png"] * n, b"fine_labels": [i % 100 for i in range(n)],
+                 b"coarse_labels": [i % 20 for i in range(n)], b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    if meta:
+        names = {b"fine_label_names": [f"class{c}".encode() for c in range(100)],
+                 b"coarse_label_names": [f"super{c}".encode() for c in range(20)]}
+        (folder / "meta").write_bytes(pickle.dumps(names, protocol=2))
+
+
+def test_cifar100_reads_fine_labels_and_class_names_from_a_folder_and_the_archive(tmp_path):
+    write_cifar100(tmp_path / "plain" / "cifar-100-python")
+    splits = load_dataset("cifar100", root=tmp_path / "plain", download=False)
+    assert splits.train.x.shape == (200, 3, 32, 32) and splits.train.num_classes == 100
+    assert splits.train.classes[7] == "class7" and int(splits.train.y[107]) == 7 and splits.train.name == "cifar100"
+    archive_dir = tmp_path / "archive"
+    archive_dir.mkdir()
+    with tarfile.open(archive_dir / "cifar-100-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "plain" / "cifar-100-python", arcname="cifar-100-python")
+    again = load_dataset("cifar100", root=archive_dir, download=False)
+    assert torch.equal(again.train.x, splits.train.x) and again.test.classes == splits.test.classes
+    write_cifar100(tmp_path / "nameless" / "cifar-100-python", meta=False)  # no meta: numbered classes
+    assert load_dataset("cifar100", root=tmp_path / "nameless", download=False).train.classes[3] == "3"
+
+
+def test_cifar100_refuses_a_malicious_meta_file_and_a_missing_one_says_where_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_cifar100(tmp_path / "cifar-100-python")
+    (tmp_path / "cifar-100-python" / "meta").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(DataError, match="refused to unpickle meta"):
+        load_dataset("cifar100", root=tmp_path, download=False)
+    with pytest.raises(DataError, match="cifar-100-python.tar.gz was found.*cifar-100-python.tar.gz"):
+        load_dataset("cifar100", root=tmp_path / "elsewhere", download=False)
+
+
+def test_a_missing_cifar100_is_fetched_from_its_canonical_url_and_kept_only_with_the_published_sha256(tmp_path,
+                                                                                                     monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    asked = []
+
+    def opener(url, timeout):
+        asked.append(url)
+        return FakeResponse(b"not the archive")
+
+    with pytest.raises(DataError, match="checksum .* is not the expected 85cd44d02ba64377"):
+        load_dataset("cifar100", root=tmp_path / "nothing", download=True, opener=opener)
+    assert asked == ["https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"]
+    assert not any((tmp_path / "cache").rglob("*.tar.gz"))
+
+
 def test_npz_loader_reads_both_layouts_and_refuses_pickles(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (50, 12, 12, 3), dtype=np.uint8)
     np.savez(tmp_path / "xy.npz", x=x, y=np.arange(50) % 5)
@@ -223,5 +277,20 @@ def test_npz_loader_reads_both_layouts_and_refuses_pickles(tmp_path):
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="digits, mnist, mnist-t10k, fashion-mnist, cifar10, npz"):
+    with pytest.raises(ConfigError, match="digits, mnist, mnist-t10k, fashion-mnist, cifar10, cifar100, npz"):
         load_dataset("imagenet")
+
+
+def test_first_per_class_sampling_takes_the_first_images_of_each_class_in_order():
+    y = torch.tensor([0, 1, 1, 2, 0, 2, 1, 0, 2, 2, 0, 1])
+    data = Dataset(torch.arange(12.0).view(12, 1, 1, 1) / 12, y, ("a", "b", "c"), "toy", torch.arange(100, 112))
+    taken = data.sample(6, seed=3, stream="train", sampling="first-per-class")
+    assert taken.index.tolist() == [100, 101, 102, 103, 104, 105]  # 0,1,1,2,0,2: two of each, in order
+    taken = data.sample(9, seed=0, stream="train", sampling="first-per-class")
+    assert torch.bincount(taken.y).tolist() == [3, 3, 3] and taken.index.tolist() == [100, 101, 102, 103, 104, 105,
+                                                                                       106, 107, 108]
+    with pytest.raises(ConfigError, match="not a multiple of 3"):
+        data.sample(7, seed=0, stream="train", sampling="first-per-class")
+    uneven = Dataset(torch.zeros(12, 1, 1, 1), torch.tensor([0] * 5 + [1] * 4 + [2] * 3), ("a", "b", "c"), "toy")
+    with pytest.raises(ConfigError, match="at most 3"):
+        uneven.sample(12, seed=0, stream="train", sampling="first-per-class")

@@ -180,14 +180,25 @@ def test_device_names_are_checked_and_a_missing_gpu_is_a_clear_error():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a machine without a GPU gives")
 def test_toxic_cifar10_suite_asks_for_a_gpu_and_fails_before_loading_data(tmp_path):
-    """The paper-scale suite is valid (14 cells, ResNet-18, 100 trials, device cuda) and on a CPU-only machine
-    stops at once with the device error, not after minutes of loading or training."""
+    """The paper-scale suite is valid (17 cells: JHT's ResNet-18 white- and grey-box, MobileNetV2 and VGG11
+    black-box victims, extractors pretrained on CIFAR-100, victims on the first 250 images of each class; 100
+    trials, device cuda) and on a CPU-only machine stops at once with the device error, not after minutes of
+    loading or training."""
     from poisonlab.bench.suites import load_suite
 
     suite = load_suite("toxic-cifar10", data_root=str(tmp_path / "absent"))
-    assert len(suite.scenarios) == 14 and suite.toxic
-    assert {s.device for s in suite.scenarios} == {"cuda"} and {s.model for s in suite.scenarios} == {"resnet18"}
-    assert {s.trials for s in suite.scenarios} == {100}
+    assert len(suite.scenarios) == 17 and suite.toxic
+    assert {s.device for s in suite.scenarios} == {"cuda"} and {s.trials for s in suite.scenarios} == {100}
+    assert {s.model for s in suite.scenarios} == {"resnet18", "mobilenet-v2", "vgg11"}
+    transfer = [s for s in suite.scenarios if s.setting != "scratch"]
+    assert {(s.pretrain_dataset, s.train_size, s.sampling, s.protocol) for s in transfer} == {
+        ("cifar100", 2500, "first-per-class", "jht")}
+    assert {(s.pretrain.lr, s.pretrain.epochs, s.pretrain.milestones) for s in transfer} == {(0.01, 200, (100, 150))}
+    assert {tuple(s.surrogates) for s in transfer if s.knowledge == "black-box"} == {("resnet18",)}
+    scratch = [s for s in suite.scenarios if s.setting == "scratch"]
+    assert {(s.recipe.epochs, s.recipe.milestones, s.recipe.weight_decay, s.budget) for s in scratch} == {
+        (200, (100, 150), 2e-4, 500)}
+    assert {s.attack_params.get("steps") for s in transfer if "polytope" in s.attack} == {1200}
     with pytest.raises(ConfigError, match="sees no CUDA GPU"):
         run_trials(suite.scenarios[0], [0])
     with pytest.raises(ConfigError, match="targeted suites"):
@@ -279,7 +290,7 @@ def toy(scenario, train_size=160, test_size=40, budget=4):
              "metapoison": {"steps": 1, "stages": 2, "stage_epochs": 1, "batch_size": 8}}
     data = scenario.model_dump(mode="json")
     short = {"epochs": 1, "batch_size": 32}
-    data.update(train_size=train_size, test_size=test_size, sampling="first", budget=budget, device="cpu",
+    data.update(train_size=train_size, test_size=test_size, budget=budget, device="cpu",
                 pretrain={**data["pretrain"], **short},
                 recipe=data["recipe"] if scenario.setting == "frozen" else {**data["recipe"], **short},
                 attack_params={**data["attack_params"], **steps[scenario.attack]})
@@ -293,14 +304,20 @@ def test_every_cell_of_the_gpu_suite_runs_end_to_end_on_the_cpu_at_toy_scale(cif
     and black-box (convnet-wide + resnet8) surrogates, witches' brew with restarts and metapoison's staggered
     ensemble through ResNet-18, scratch victims; everything but the device itself."""
     from poisonlab.bench.suites import load_suite
+    from tests.test_data import write_cifar100
 
-    suite = load_suite("toxic-cifar10", data_root=str(cifar_subset_path), trials=1, device="cpu")
+    write_cifar100(tmp_path / "c100" / "cifar-100-python", n=300)  # CIFAR-100's layout, random images
+    suite = load_suite("toxic-cifar10", data_root=str(cifar_subset_path), trials=1, device="cpu",
+                       pretrain_data_root=str(tmp_path / "c100"))
     cells = [toy(s) for s in suite.scenarios]
     rows = summarize(run_scenarios(cells, tmp_path, progress=False), cells)
-    assert len(rows) == 14 and {r["trials"] for r in rows} == {1}
-    assert {(r["setting"], r["knowledge"]) for r in rows} == {
-        ("frozen", "white-box"), ("frozen", "grey-box"), ("frozen", "black-box"), ("finetune", "white-box"),
-        ("scratch", "white-box")}
+    assert len(rows) == 17 and {r["trials"] for r in rows} == {1}
+    assert {(r["setting"], r["knowledge"], r["model"]) for r in rows} == {
+        ("frozen", "white-box", "resnet18"), ("frozen", "grey-box", "resnet18"), ("frozen", "black-box", "vgg11"),
+        ("frozen", "black-box", "mobilenet-v2"), ("finetune", "white-box", "resnet18"),
+        ("scratch", "white-box", "resnet18")}
+    assert {(r["pretrain_dataset"], r["pretrain_size"], r["pretrain_disjoint"]) for r in rows
+            if r["setting"] != "scratch"} == {("cifar100", 300, True)}
     for row in rows:
         assert 0 <= row["attack_success_rate"] <= 1 and row["craft_seconds_per_trial"] > 0
         assert row["max_perturbation"] <= 8 / 255 + 1e-6
@@ -398,3 +415,74 @@ def test_the_toxic_suite_takes_jhts_victims_by_default_and_the_quick_ones_with_p
                for s in transfer)
     with pytest.raises(ConfigError, match="--protocol is for the targeted suites"):
         load_suite("quick", protocol="jht")
+
+
+def test_transfer_victims_pretrained_on_another_data_set_get_heads_for_their_own_classes(tmp_path):
+    """pretrain_dataset (JHT: CIFAR-100 for CIFAR-10 victims): the extractor learns another data set's classes;
+    the reference that picks targets gets a linear head for the victim's classes fitted on its features, the
+    frozen and (under jht) fine-tuned victims a fresh one; the row names the data set and its size, and counts
+    another data set as disjoint (here a stand-in: digits relabelled into 5 classes). Wrong combinations are one
+    clear error, before anything is written."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from poisonlab.bench.shared import NETWORK_FIELDS, networks_for
+    from poisonlab.bench.victims import FineTune
+
+    digits = load_digits()
+    x = (digits.images[:700] / 16.0).astype("float32")
+    np_path = tmp_path / "other.npz"  # another 8x8 task with 5 classes of its own
+    np.savez(np_path, x_train=x[:500], y_train=digits.target[:500] % 5, x_test=x[500:],
+             y_test=digits.target[500:700] % 5)
+    fields = dict(dataset="digits", model="convnet", attack="bullseye-polytope", budget=5, eps=0.1, trials=1,
+                  train_size=600, test_size=200, sampling="first", pretrain={"epochs": 10}, protocol="jht",
+                  pretrain_dataset="npz", pretrain_data_root=str(np_path), attack_params={"steps": 3})
+    frozen = scenario_from_dict({**fields, "setting": "frozen"})
+    finetune = scenario_from_dict({**fields, "setting": "finetune", "recipe": {"epochs": 6, "milestones": []}})
+    rows = summarize(run_scenarios([frozen, finetune], tmp_path / "run", progress=False), [frozen, finetune])
+    for row in rows:
+        assert (row["pretrain_dataset"], row["pretrain_size"], row["pretrain_disjoint"]) == ("npz", 500, True)
+        assert row["clean_accuracy"] > 0.5  # ten digit classes from a five-class extractor's features
+    networks = networks_for(frozen.model_dump_json(include=NETWORK_FIELDS), None)
+    assert networks.reference.head.out_features == 10 and len(networks.pretrained_on) == 500
+    predicted = networks.reference.eval().head(networks.test_features).argmax(1)
+    assert (predicted == networks.data.test.y).float().mean() > 0.5
+    victim = FineTune(finetune, networks.data, networks, seed=7).build()
+    assert not torch.equal(victim.head.weight, networks.reference.head.weight)  # JHT re-initialises the head
+    fast = FineTune(scenario_from_dict({**fields, "setting": "finetune", "protocol": "fast",
+                                        "pretrain_dataset": None, "pretrain_data_root": None}), networks.data,
+                    networks, seed=7).build()
+    assert torch.equal(fast.head.weight, networks.reference.head.weight)  # the fast protocol keeps it
+    for bad, message in (({"pretrain_dataset": "imagenet"}, "unknown pretrain_dataset 'imagenet'"),
+                         ({"pretrain_data": "victim"}, "give one of them"),
+                         ({"pretrain_dataset": None}, "give pretrain_dataset too"),
+                         ({"setting": "scratch", "attack": "label-flip", "pretrain": None, "eps": 1.0,
+                           "attack_params": {}}, "leave them out")):
+        with pytest.raises(ConfigError, match=message):
+            run_scenarios([scenario_from_dict({**fields, "setting": "frozen", **bad})], tmp_path / "bad",
+                          progress=False)
+    np.savez(tmp_path / "wide.npz", x_train=np.zeros((20, 12, 12), "float32"), y_train=np.arange(20) % 2,
+             x_test=np.zeros((4, 12, 12), "float32"), y_test=np.arange(4) % 2)
+    with pytest.raises(ConfigError, match="pretrain on images of the victim's shape"):
+        run_scenarios([scenario_from_dict({**fields, "setting": "frozen",
+                                           "pretrain_data_root": str(tmp_path / "wide.npz")})], tmp_path / "bad",
+                      progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_toxic_table_gives_each_victim_of_one_knowledge_level_its_own_column():
+    from poisonlab.bench.tables import toxic_markdown
+
+    def row(attack, knowledge, model, hits):
+        return {"targeted": True, "setting": "frozen", "attack": attack, "knowledge": knowledge, "model": model,
+                "eps": 8 / 255, "n_poisons": 25, "trials": 4, "attack_successes": hits,
+                "attack_success_rate": hits / 4, "attack_success_ci": (0.0, 1.0), "control_attack_successes": 0,
+                "control_attack_success_rate": 0.0, "control_attack_success_ci": (0.0, 0.5)}
+
+    rows = [row(a, k, m, h) for a, h0 in (("feature-collision", 0), ("bullseye-polytope", 2))
+            for (k, m, h) in (("white-box", "resnet18", h0 + 1), ("black-box", "mobilenet-v2", h0),
+                              ("black-box", "vgg11", h0 + 2))]
+    text = toxic_markdown(rows)
+    assert "| attack | eps | poisons | white-box | black-box (mobilenet-v2) | black-box (vgg11) |" in text
+    assert "| bullseye-polytope | 8/255 | 25 | 75.0% (3/4)" in text and "(2/4) [0.0%, 100.0%] | 100.0% (4/4)" in text
+    assert "black-box (" not in toxic_markdown([r for r in rows if r["model"] != "vgg11"])

@@ -62,4 +62,5 @@ def targeted_part(networks: Networks, train: Dataset, test: Dataset, threat: Thr
         relative_feature_loss=relative_polytope_loss([networks.reference], poison.x, image),
         noise_feature_loss=relative_polytope_loss([networks.reference], noise, image),
         trials_crafted_together=together, pretrain_size=len(networks.pretrained_on),
-        pretrain_disjoint=not bool(torch.isin(networks.pretrained_on.index, train.index).any()))
+        pretrain_disjoint=networks.pretrained_on.name != train.name or
+        not bool(torch.isin(networks.pretrained_on.index, train.index).any()))

@@ -104,10 +104,20 @@ def check_networks(plan: Plan) -> None:
     if scenario.pretrain is not None and not plan.pretrains:
         raise ConfigError(f"pretrain is the recipe of the networks a victim starts from or an attacker crafts on; "
                           f"{attack.name} trained from scratch uses none: leave it out.")
-    if (scenario.pretrain_size is not None or scenario.pretrain_data == "disjoint") and not plan.pretrains:
-        raise ConfigError(f"pretrain_data and pretrain_size say what the networks a victim starts from (or an "
-                          f"attacker crafts on) are pretrained on; {attack.name} trained from scratch uses none: "
-                          "leave them out.")
+    if (scenario.pretrain_size is not None or scenario.pretrain_data == "disjoint" or
+            scenario.pretrain_dataset is not None) and not plan.pretrains:
+        raise ConfigError(f"pretrain_data, pretrain_dataset and pretrain_size say what the networks a victim starts "
+                          f"from (or an attacker crafts on) are pretrained on; {attack.name} trained from scratch uses "
+                          "none: leave them out.")
+    if scenario.pretrain_dataset is not None:
+        if scenario.pretrain_dataset not in DATASETS:
+            raise unknown("pretrain_dataset", scenario.pretrain_dataset, DATASETS)
+        if scenario.pretrain_data == "victim":
+            raise ConfigError(f"pretrain_data victim pretrains on the victim's training set and pretrain_dataset "
+                              f"{scenario.pretrain_dataset} on another data set: give one of them.")
+    elif scenario.pretrain_data_root is not None:
+        raise ConfigError("pretrain_data_root says where pretrain_dataset's files are; give pretrain_dataset too "
+                          "(e.g. cifar100).")
     if scenario.recipe.views and scenario.recipe.trainable != "head" and scenario.setting != "frozen":
         raise ConfigError("recipe views (features of augmented views computed once) serve a frozen extractor's "
                           "head; a network whose every layer trains augments each batch anew: leave views out.")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import ConfigError, did_you_mean, read_file
 from ..models import MODELS, TrainRecipe, config_hash
 
-HASH_EXCLUDES = {"name", "trials", "data_root"}
+HASH_EXCLUDES = {"name", "trials", "data_root", "pretrain_data_root"}
 RECIPE_KEYS = tuple(TrainRecipe.model_fields)
 # The victim's default training by protocol and setting. "fast": a frozen extractor retrains only the linear head
 # (200 full-batch Adam steps on precomputed features), fine-tuning trains every layer briefly from the pretrained
@@ -53,7 +53,7 @@ class Scenario(BaseModel):
     train_size: int | None = Field(None, ge=1)
     test_size: int | None = Field(None, ge=1)
     val_size: int | None = Field(None, ge=1)
-    sampling: Literal["random", "first"] = "random"
+    sampling: Literal["random", "first", "first-per-class"] = "random"
     model: str = "convnet"
     recipe: TrainRecipe = TrainRecipe()
     attack: str = "none"
@@ -72,6 +72,8 @@ class Scenario(BaseModel):
     protocol: Literal["fast", "jht"] = "fast"
     pretrain_data: Literal["victim", "disjoint"] | None = None
     pretrain_size: int | None = Field(None, ge=1)
+    pretrain_dataset: str | None = None  # another data set's training split to pretrain on (JHT: cifar100)
+    pretrain_data_root: str | None = None
     surrogates: list[str] | None = None
     setups: str | None = None
     device: str = "cpu"
@@ -91,7 +93,8 @@ class Scenario(BaseModel):
             recipes = SETTING_RECIPES.get(protocol, {}) if isinstance(protocol, str) else {}
             default = recipes[setting] if isinstance(setting, str) and setting in recipes else scratch
             transfer = protocol == "jht" and setting in ("frozen", "finetune")  # JHT's scratch attacker knows
-            if data.get("pretrain_data") is None and isinstance(protocol, str) and protocol in SETTING_RECIPES:
+            if data.get("pretrain_data") is None and data.get("pretrain_dataset") is None and \
+                    isinstance(protocol, str) and protocol in SETTING_RECIPES:
                 data = {**data, "pretrain_data": "disjoint" if transfer else "victim"}
             if transfer and data.get("pretrain") is None:
                 data = {**data, "pretrain": JHT_PRETRAIN.model_dump()}

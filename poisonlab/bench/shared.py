@@ -8,6 +8,7 @@ scenario's trials, run one after another, load them once."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -15,17 +16,18 @@ import torch
 
 from ..data import Dataset, Splits, load_dataset
 from ..device import device_of, resolve_device
+from ..errors import ConfigError
 from ..models import Classifier, build_model, cached_model, train
-from ..models.train import view_features
+from ..models.train import train_head, view_features
 from ..seeding import derive_seed, generator
 from ..threat import PoisonSet
 from .plan import Plan, trial_seed
-from .scenario import Scenario
+from .scenario import SETTING_RECIPES, Scenario
 
 BLACK_BOX = ("convnet-wide", "resnet8")  # other architectures than the victim's, pretrained on the same data
 DATA_FIELDS = {"dataset", "data_root", "classes", "train_size", "test_size", "val_size", "sampling"}
-NETWORK_FIELDS = DATA_FIELDS | {"model", "pretrain", "knowledge", "surrogates", "seed", "device", "pretrain_data",
-                                 "pretrain_size"}
+PRETRAIN_FIELDS = {"pretrain_data", "pretrain_size", "pretrain_dataset", "pretrain_data_root"}
+NETWORK_FIELDS = DATA_FIELDS | PRETRAIN_FIELDS | {"model", "pretrain", "knowledge", "surrogates", "seed", "device"}
 
 
 @lru_cache(maxsize=4)
@@ -44,7 +46,7 @@ def shared_subset(fields: str) -> Splits:
 def draw_subset(scenario: Scenario, seed: int | None) -> Splits:
     return cached_splits(scenario.dataset, scenario.data_root).subset(
         scenario.classes, scenario.train_size, scenario.test_size, seed=scenario.seed if seed is None else seed,
-        val_size=scenario.val_size, first=scenario.sampling == "first")
+        val_size=scenario.val_size, sampling=scenario.sampling)
 
 
 def trial_data(plan: Plan, trial: int) -> Splits:
@@ -139,22 +141,46 @@ def networks_for(fields: str, cache_dir: str | None) -> Networks:
     data = shared_subset(scenario.model_dump_json(include=DATA_FIELDS | {"seed"}))
     on = pretraining_set(scenario, data)
     reference = pretrained(scenario, scenario.model, scenario.seed, on, cache_dir)
-    return Networks(reference, surrogates(scenario, reference, on, cache_dir), data, scenario.seed, on)
+    others = [net for net in surrogates(scenario, reference, on, cache_dir) if net is not reference]
+    if on.classes != data.train.classes:  # pretrained on another data set: heads for the victim's classes
+        reference, *others = (for_classes(net, data.train, scenario.seed, i)
+                              for i, net in enumerate([reference, *others]))
+    return Networks(reference, others or [reference], data, scenario.seed, on)
+
+
+def for_classes(model: Classifier, train: Dataset, seed: int, which: int) -> Classifier:
+    """A network pretrained on another data set (its classes) with a linear head for the victim's classes,
+    fitted on its features of the clean training set by the fast protocol's head recipe: the reference that
+    chooses targets it classifies correctly. The victims train a fresh head of their own."""
+    adapted = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "head", which))
+        adapted.head = torch.nn.Linear(model.feature_dim, train.num_classes).to(device_of(model))
+    return train_head(adapted, features_of(adapted, train), train.y, SETTING_RECIPES["fast"]["frozen"], seed)
 
 
 def pretraining_set(scenario: Scenario, data: Splits) -> Dataset:
-    """What the networks are pretrained on: the victim's training set ("victim"), or ("disjoint") the loaded
-    training split's other images (its classes), the first or a seeded draw of `pretrain_size` of them."""
+    """What the networks are pretrained on: another data set's training split (`pretrain_dataset`, e.g. JHT's
+    CIFAR-100), the victim's training set ("victim"), or ("disjoint") the loaded training split's other images
+    (its classes); all of them, or the first or a seeded draw of `pretrain_size` of them."""
+    if scenario.pretrain_dataset is not None:
+        other = cached_splits(scenario.pretrain_dataset, scenario.pretrain_data_root).train
+        if other.shape != data.train.shape:
+            raise ConfigError(f"pretrain_dataset {scenario.pretrain_dataset} holds images of shape {other.shape} and "
+                              f"{scenario.dataset} of shape {data.train.shape}; pretrain on images of the victim's "
+                              "shape.")
+        return other if scenario.pretrain_size is None else other.sample(
+            scenario.pretrain_size, scenario.seed, "pretrain", scenario.sampling)
     if scenario.pretrain_data != "disjoint":
         return data.train if scenario.pretrain_size is None else data.train.sample(
-            scenario.pretrain_size, scenario.seed, "pretrain", scenario.sampling == "first")
+            scenario.pretrain_size, scenario.seed, "pretrain", scenario.sampling)
     split = cached_splits(scenario.dataset, scenario.data_root).train
     if scenario.classes is not None:
         split = split.select_classes(scenario.classes)
     rest = split.take(torch.nonzero(~torch.isin(split.index, data.train.index)).squeeze(1))
     if scenario.pretrain_size is None:
         return rest
-    return rest.sample(scenario.pretrain_size, scenario.seed, "pretrain", scenario.sampling == "first")
+    return rest.sample(scenario.pretrain_size, scenario.seed, "pretrain", scenario.sampling)
 
 
 def surrogates(scenario: Scenario, reference: Classifier, data: Dataset, cache_dir: str | None) -> list[Classifier]:
@@ -172,7 +198,8 @@ def pretrained(scenario: Scenario, name: str, seed: int, data: Dataset, cache_di
     """`name` trained on `data` (the pretraining set) by the pretraining recipe; cached by its config."""
     recipe = scenario.pretrain_recipe
     config = {"pretrained": name, "seed": seed, "recipe": recipe.model_dump(mode="json"),
-              "data": scenario.hash_of(DATA_FIELDS - {"data_root"} | {"seed", "pretrain_data", "pretrain_size"})}
+              "data": scenario.hash_of(DATA_FIELDS - {"data_root"} | PRETRAIN_FIELDS - {"pretrain_data_root"} |
+                                       {"seed"})}
 
     def build() -> Classifier:
         model = build_model(name, data.shape, data.num_classes, seed=seed)

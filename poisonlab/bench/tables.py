@@ -117,22 +117,25 @@ KNOWLEDGE_COLUMNS = ("white-box", "grey-box", "black-box")
 
 
 def toxic_markdown(rows: list[dict]) -> str:
-    """The "Just How Toxic" layout: per setting, attacks × knowledge, success (k/n) with the control row."""
+    """The "Just How Toxic" layout: per setting, attacks × knowledge, success (k/n) with the control row; a
+    knowledge level with several victims (JHT's black-box MobileNetV2 and VGG11) gets a column for each."""
     rows = [r for r in rows if r["targeted"]]
     lines = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
-        here = {(r["attack"], r["knowledge"]): r for r in rows if r["setting"] == setting}
-        columns = [k for k in KNOWLEDGE_COLUMNS if any(kn == k for _, kn in here)]
+        here = {(r["attack"], (r["knowledge"], r["model"])): r for r in rows if r["setting"] == setting}
+        columns = [c for k in KNOWLEDGE_COLUMNS for c in dict.fromkeys(c for _, c in here) if c[0] == k]
+        shared = {k for k, _ in columns if sum(c[0] == k for c in columns) > 1}
+        labels = [f"{k} ({m})" if k in shared else k for k, m in columns]
         lines += [f"### {setting}: attack success (successes/trials) [95% CI]", "",
-                  "| attack | eps | poisons | " + " | ".join(columns) + " |",
+                  "| attack | eps | poisons | " + " | ".join(labels) + " |",
                   "| --- | ---: | ---: |" + " --- |" * len(columns)]
         for attack in dict.fromkeys(a for a, _ in here):
             first = next(r for (a, _), r in here.items() if a == attack)
-            cells = [toxic_cell(here.get((attack, k)), "attack_success", "attack_successes") for k in columns]
+            cells = [toxic_cell(here.get((attack, c)), "attack_success", "attack_successes") for c in columns]
             lines.append(f"| {attack} | {255 * first['eps']:.3g}/255 | {first['n_poisons']} | " + " | ".join(cells)
                          + " |")
-        controls = [toxic_cell(next((r for (_, kn), r in here.items() if kn == k), None), "control_attack_success",
-                               "control_attack_successes") for k in columns]
+        controls = [toxic_cell(next((r for (_, kn), r in here.items() if kn == c), None), "control_attack_success",
+                               "control_attack_successes") for c in columns]
         lines += ["| control (un-optimised bases) | | | " + " | ".join(controls) + " |", ""]
     return "\n".join(lines)
 

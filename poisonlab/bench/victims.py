@@ -67,7 +67,12 @@ class FromScratch:
 @dataclass(frozen=True)
 class FineTune(FromScratch):
     def build(self) -> Classifier:
-        return copy.deepcopy(self.networks.reference)
+        """The pretrained network; under protocol jht with a fresh linear head, as JHT's poison_test.py does
+        (the fast protocol keeps the pretrained head)."""
+        model = copy.deepcopy(self.networks.reference)
+        if self.scenario.protocol == "jht":
+            fresh_head(model, self.seed)
+        return model
 
 
 @dataclass(frozen=True)
@@ -79,11 +84,7 @@ class FrozenHead(FromScratch):
         return self.scenario.recipe.augment != "none"
 
     def build(self) -> Classifier:
-        model = copy.deepcopy(self.networks.reference).eval()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model.head.reset_parameters()
-        return model
+        return fresh_head(copy.deepcopy(self.networks.reference).eval(), self.seed)
 
     def fit(self, model: Classifier, poison: PoisonSet | None, rows: torch.Tensor | None = None,
             seed: int | None = None) -> Classifier:
@@ -112,11 +113,19 @@ class FrozenHead(FromScratch):
         return self.networks.poisoned_features(poison).flatten(1).cpu()
 
 
+def fresh_head(model: Classifier, seed: int) -> Classifier:
+    """`model` with its linear head re-initialised from `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.head.reset_parameters()
+    return model
+
+
 VICTIMS: dict[str, type[FromScratch]] = {"scratch": FromScratch, "finetune": FineTune, "frozen": FrozenHead}
 
 
 CONTROL_FIELDS = {"dataset", "classes", "train_size", "test_size", "val_size", "sampling", "model", "recipe",
-                  "setting", "pretrain", "pretrain_data", "pretrain_size", "seed"}
+                  "setting", "pretrain", "pretrain_data", "pretrain_size", "pretrain_dataset", "protocol", "seed"}
 
 
 def control_victim(victims: FromScratch, trial: int, cache_dir: str | None) -> Classifier:

@@ -9,7 +9,7 @@ from functools import partial
 
 from ..errors import unknown
 from .dataset import Dataset, Splits, check_images
-from .loaders import load_cifar10, load_digits_dataset, load_idx_dataset, load_mnist_t10k, load_npz
+from .loaders import load_cifar, load_digits_dataset, load_idx_dataset, load_mnist_t10k, load_npz
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,11 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist-t10k": DatasetInfo(load_mnist_t10k, "the 10k MNIST test images alone, split 3,400/6,600 (seed 0)"),
     "fashion-mnist": DatasetInfo(partial(load_idx_dataset, "fashion-mnist"),
                                  "Fashion-MNIST 28x28 clothing, 60k/10k, IDX files (Debian: dataset-fashion-mnist)"),
-    "cifar10": DatasetInfo(load_cifar10, "CIFAR-10 32x32 colour, 50k/10k, python batches (restricted unpickler)"),
+    "cifar10": DatasetInfo(partial(load_cifar, "cifar10"),
+                           "CIFAR-10 32x32 colour, 50k/10k, python batches (restricted unpickler)"),
+    "cifar100": DatasetInfo(partial(load_cifar, "cifar100"),
+                            "CIFAR-100 32x32 colour, 100 fine classes, 50k/10k, python version (restricted unpickler); "
+                            "JHT's transfer extractors are pretrained on it", num_classes=100),
     "npz": DatasetInfo(load_npz, "your own arrays in an .npz file (x, y or x_train, y_train, x_test, y_test)",
                        num_classes=None),
 }
@@ -44,7 +48,7 @@ def load_dataset(name: str, root=None, download: bool | None = None, opener=None
     if name not in DATASETS:
         raise unknown("dataset", name, DATASETS)
     loader = DATASETS[name].load
-    if name in ("mnist", "mnist-t10k", "fashion-mnist", "cifar10"):
+    if name in ("mnist", "mnist-t10k", "fashion-mnist", "cifar10", "cifar100"):
         return loader(root=root, download_missing=download, opener=opener)
     return loader(root=root)
 

@@ -90,20 +90,36 @@ class Dataset:
         subset = self.take(keep)
         return replace(subset, y=remap[subset.y], classes=tuple(self.classes[c] for c in classes))
 
-    def sample(self, size: int | None, seed: int, stream: str = "sample", first: bool = False) -> Dataset:
-        """A seeded random subset of `size` samples (all of them, shuffled, when size is None); with `first`,
-        the first `size` samples in order (e.g. the 4,000 / 1,000-image CIFAR-10 subset of a full copy)."""
+    def sample(self, size: int | None, seed: int, stream: str = "sample", sampling: str = "random") -> Dataset:
+        """`size` samples (all of them when size is None): a seeded random draw (`sampling="random"`), the first
+        `size` in order ("first": e.g. the 4,000 / 1,000-image CIFAR-10 subset of a full copy), or the first
+        size / classes of each class ("first-per-class": JHT's 2,500-image CIFAR-10 training set, 250 a class),
+        kept in their original order."""
         if size is None:
             size = len(self)
         if not 0 < size <= len(self):
             split = {"train": "training", "test": "test"}.get(stream, stream)
             raise ConfigError(f"cannot take {size} {split} samples from {self.name}, which has {len(self)} here; "
                               f"ask for 1..{len(self)} (--{stream}-size).")
-        if first:
+        if sampling == "first":
             return self.take(torch.arange(size))
+        if sampling == "first-per-class":
+            return self.take(self.first_per_class(size, stream))
         order = torch.randperm(len(self), generator=generator(seed, stream))
         return self.take(order[:size])
 
+    def first_per_class(self, size: int, stream: str) -> torch.Tensor:
+        """The positions of the first size / classes samples of each class, in their original order."""
+        per_class, k = divmod(size, self.num_classes)
+        counts = torch.bincount(self.y, minlength=self.num_classes)
+        if k or int(counts.min()) < per_class:
+            raise ConfigError(f"sampling first-per-class takes the same number of {stream} samples from each of "
+                              f"{self.name}'s {self.num_classes} classes, at most {int(counts.min())} (its smallest "
+                              f"class); {size} is not a multiple of {self.num_classes} within that: ask for one.")
+        order = torch.argsort(self.y, stable=True)  # by class, each class in its original order
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(len(self)) - starts[self.y[order]]
+        return torch.sort(order[rank < per_class]).values
 
 @dataclass(frozen=True)
 class Splits:
@@ -115,10 +131,13 @@ class Splits:
 
     def subset(self, classes: Sequence[int] | None = None, train_size: int | None = None,
                test_size: int | None = None, seed: int = 0, val_size: int | None = None,
-               first: bool = False) -> Splits:
-        """Seeded subsetting: optionally restrict to `classes`, then sample `train_size` / `test_size` (at random,
-        or the `first` ones in order), and draw `val_size` validation samples from the training split, disjoint
-        from the training subset."""
+               sampling: str = "random") -> Splits:
+        """Seeded subsetting: optionally restrict to `classes`, then sample `train_size` / `test_size` (`sampling`:
+        at random, the first ones in order, or the first ones of each class; Dataset.sample), and draw `val_size`
+        validation samples from the training split, disjoint from the training subset."""
+        if val_size and sampling == "first-per-class":
+            raise ConfigError("sampling first-per-class draws a class-balanced training set; a validation set "
+                              "beside it would unbalance it: leave val_size out or sample first or random.")
         train, test = self.train, self.test
         if classes is not None:
             train, test = train.select_classes(classes), test.select_classes(classes)
@@ -128,12 +147,12 @@ class Splits:
             if n_train < 1 or n_train + val_size > len(train):
                 raise ConfigError(f"cannot draw {n_train} training and {val_size} validation samples from the "
                                   f"{len(train)} in {train.name}'s training split; ask for fewer.")
-            pool = train.sample(n_train + val_size, seed, "train", first)  # its first n_train: the train sample
+            pool = train.sample(n_train + val_size, seed, "train", sampling)  # its first n_train: the train sample
             train, val = pool.take(torch.arange(n_train)), pool.take(torch.arange(n_train, n_train + val_size))
         elif train_size is not None:
-            train = train.sample(train_size, seed, "train", first)
+            train = train.sample(train_size, seed, "train", sampling)
         if test_size is not None:
-            test = test.sample(test_size, seed, "test", first)
+            test = test.sample(test_size, seed, "test", sampling)
         return Splits(train, test, val)
 
 

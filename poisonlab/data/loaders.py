@@ -1,4 +1,4 @@
-"""Loaders by name: digits (embedded), mnist and fashion-mnist (IDX), cifar10 (python batches), npz."""
+"""Loaders by name: digits (embedded), mnist and fashion-mnist (IDX), cifar10 and cifar100 (python batches), npz."""
 
 from __future__ import annotations
 
@@ -51,8 +51,37 @@ IDX_SOURCES = {
         "the four Fashion-MNIST IDX files (on Debian: apt-get install dataset-fashion-mnist)",
     ),
 }
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+
+
+@dataclass(frozen=True)
+class CifarSource:
+    """A CIFAR data set's python version: its archive, the folder inside it, its members and label key."""
+
+    name: str
+    folder: str
+    url: str
+    sha256: str
+    train: tuple[str, ...]
+    test: str
+    label_key: bytes
+    num_classes: int
+    classes: tuple[str, ...] | None = None  # None: read from the archive's meta member
+    names_key: bytes = b""
+    meta: str = ""
+
+    @property
+    def archive(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+CIFAR_SOURCES = {
+    "cifar10": CifarSource("cifar10", "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                           "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                           tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", b"labels", 10, CIFAR_CLASSES),
+    "cifar100": CifarSource("cifar100", "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                            "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7", ("train",), "test",
+                            b"fine_labels", 100, None, b"fine_label_names", "meta"),
+}
 
 
 def cache_dir() -> Path:
@@ -140,70 +169,95 @@ def load_digits_dataset(root=None, **_) -> Splits:
     return Splits(*(Dataset(x[i], y[i], classes, "digits", torch.from_numpy(i)) for i in (train_idx, test_idx)))
 
 
-def load_cifar10(root=None, download_missing: bool = True, opener=None) -> Splits:
-    """CIFAR-10 python batches (a cifar-10-batches-py folder or the tar.gz), read with a restricted unpickler, or
-    an .npz file (root) with x_train, y_train, x_test, y_test and optionally the official train_index /
-    test_index of its images (e.g. a subset of CIFAR-10)."""
+def load_cifar(name: str, root=None, download_missing: bool = True, opener=None) -> Splits:
+    """CIFAR-10 or CIFAR-100 (fine labels), python version: its folder (cifar-10-batches-py, cifar-100-python)
+    or its tar.gz, read with a restricted unpickler; or an .npz file (root) with x_train, y_train, x_test, y_test
+    and optionally the official train_index / test_index of its images (e.g. a subset)."""
+    source = CIFAR_SOURCES[name]
     if root is not None and Path(root).suffix == ".npz":
-        return cifar10_npz(Path(root))
-    dirs = search_dirs("cifar10", root)
-    folder = find_cifar_folder(dirs)
+        return cifar_npz(Path(root), source)
+    dirs = search_dirs(name, root)
+    folder = find_cifar_folder(dirs, source)
     if folder is not None:
-        read = lambda member: (folder / member).read_bytes()  # noqa: E731
+        def read(member: str) -> bytes | None:
+            return (folder / member).read_bytes() if (folder / member).is_file() else None
     else:
-        archive = find_file(dirs, "cifar-10-python.tar", (".gz",))
+        archive = find_file(dirs, source.archive.removesuffix(".gz"), (".gz",))
         if archive is None and download_missing:
-            archive = download([CIFAR_URL], cache_dir() / "cifar10" / "cifar-10-python.tar.gz", CIFAR_SHA256, opener)
+            archive = download([source.url], cache_dir() / name / source.archive, source.sha256, opener)
         if archive is None:
-            raise DataError(f"cifar10: neither cifar-10-batches-py/ nor cifar-10-python.tar.gz was found in "
-                            f"{', '.join(map(str, dirs))}. Get the python version from {CIFAR_URL}.")
-        read = _tar_reader(archive)
-    train = [cifar_batch(read(f"data_batch_{i}"), f"data_batch_{i}") for i in range(1, 6)]
-    test = cifar_batch(read("test_batch"), "test_batch")
+            raise DataError(f"{name}: neither {source.folder}/ nor {source.archive} was found in "
+                            f"{', '.join(map(str, dirs))}. Get the python version from {source.url}.")
+        read = _tar_reader(archive, source)
+    train = [cifar_batch(read(member), member, source) for member in source.train]
+    test = cifar_batch(read(source.test), source.test, source)
+    classes = source.classes or cifar_names(read(source.meta), source)
     x_train, y_train = np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train])
-    return Splits(Dataset(from_uint8(x_train), to_labels(y_train, 10, "cifar10"), CIFAR_CLASSES, "cifar10"),
-                  Dataset(from_uint8(test[0]), to_labels(test[1], 10, "cifar10"), CIFAR_CLASSES, "cifar10"))
+    return Splits(Dataset(from_uint8(x_train), to_labels(y_train, source.num_classes, name), classes, name),
+                  Dataset(from_uint8(test[0]), to_labels(test[1], source.num_classes, name), classes, name))
 
 
-def cifar10_npz(path: Path) -> Splits:
+def cifar_npz(path: Path, source: CifarSource) -> Splits:
     splits = load_npz(path)
     for part in (splits.train, splits.test):
-        if part.shape != (3, 32, 32) or part.num_classes != 10:
-            raise DataError(f"{path} holds {part.num_classes}-class images of shape {part.shape}; CIFAR-10 images are "
-                            "3×32×32 in 10 classes.")
-    return Splits(*(replace(part, classes=CIFAR_CLASSES, name="cifar10") for part in (splits.train, splits.test)))
+        if part.shape != (3, 32, 32) or part.num_classes != source.num_classes:
+            raise DataError(f"{path} holds {part.num_classes}-class images of shape {part.shape}; {source.name} "
+                            f"images are 3×32×32 in {source.num_classes} classes.")
+    classes = source.classes or splits.train.classes
+    return Splits(*(replace(part, classes=classes, name=source.name) for part in (splits.train, splits.test)))
 
 
-def find_cifar_folder(dirs: list[Path]) -> Path | None:
+def find_cifar_folder(dirs: list[Path], source: CifarSource) -> Path | None:
     for d in dirs:
-        for sub in (d, d / "cifar-10-batches-py"):
-            if (sub / "test_batch").is_file():
+        for sub in (d, d / source.folder):
+            if (sub / source.test).is_file():
                 return sub
     return None
 
 
-def _tar_reader(archive: Path):
+def _tar_reader(archive: Path, source: CifarSource):
     """Read members straight out of the archive by name; nothing is extracted, so no path can escape."""
-    def read(member: str) -> bytes:
+    def read(member: str) -> bytes | None:
         try:
             with tarfile.open(archive, "r:gz") as tar:
-                handle = tar.extractfile(f"cifar-10-batches-py/{member}")
+                try:
+                    handle = tar.extractfile(f"{source.folder}/{member}")
+                except KeyError:
+                    if member == source.meta:  # class names are optional
+                        return None
+                    raise
                 return handle.read()
         except (KeyError, tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"{archive} is not a complete CIFAR-10 python archive ({exc}); delete it and "
-                            f"fetch it again from {CIFAR_URL}.") from None
+            raise DataError(f"{archive} is not a complete {source.name} python archive ({exc}); delete it and "
+                            f"fetch it again from {source.url}.") from None
     return read
 
 
-def cifar_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
-    batch = safe_unpickle(data, source)
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DataError(f"{source} is not a CIFAR-10 batch: expected a dict with b'data' and b'labels'.")
-    x, y = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+def cifar_batch(data: bytes | None, member: str, source: CifarSource) -> tuple[np.ndarray, np.ndarray]:
+    if data is None:
+        raise DataError(f"{source.name}: {member} is missing from {source.folder}; get the complete python version "
+                        f"from {source.url}.")
+    batch = safe_unpickle(data, member)
+    key = source.label_key
+    if not isinstance(batch, dict) or b"data" not in batch or key not in batch:
+        raise DataError(f"{member} is not a {source.name} batch: expected a dict with b'data' and {key!r}.")
+    x, y = np.asarray(batch[b"data"]), np.asarray(batch[key])
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
-        raise DataError(f"{source}: expected uint8 data of shape N×3072 with N labels; got {x.dtype} {x.shape} "
+        raise DataError(f"{member}: expected uint8 data of shape N×3072 with N labels; got {x.dtype} {x.shape} "
                         f"and {len(y)} labels.")
     return x.reshape(-1, 3, 32, 32), y
+
+
+def cifar_names(data: bytes | None, source: CifarSource) -> tuple[str, ...]:
+    """The class names from the meta member (numbers when it is absent)."""
+    if data is None:
+        return tuple(str(c) for c in range(source.num_classes))
+    meta = safe_unpickle(data, source.meta)
+    names = meta.get(source.names_key) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) != source.num_classes:
+        raise DataError(f"{source.meta} is not {source.name}'s meta file: expected a dict whose "
+                        f"{source.names_key!r} lists {source.num_classes} class names.")
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 def load_npz(root=None, **_) -> Splits:

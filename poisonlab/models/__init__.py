@@ -9,7 +9,20 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, unknown
-from .architectures import Classifier, convnet, convnet_wide, lasso, linear_svm, logistic, mlp, resnet8, resnet18, ridge
+from .architectures import (
+    Classifier,
+    convnet,
+    convnet_wide,
+    lasso,
+    linear_svm,
+    logistic,
+    mlp,
+    mobilenet_v2,
+    resnet8,
+    resnet18,
+    ridge,
+    vgg11,
+)
 from .cache import ModelCache, cached_model, config_hash
 from .train import TrainRecipe, evaluate, predict, train
 
@@ -38,6 +51,10 @@ MODELS: dict[str, ModelInfo] = {
     "convnet-wide": ModelInfo(convnet_wide, "BN convnet conv64-128-256, global average pool (a black-box surrogate)"),
     "resnet8": ModelInfo(resnet8, "small ResNet: stem 32, one basic block per stage 32-64-128, global average pool"),
     "resnet18": ModelInfo(resnet18, "ResNet-18, CIFAR variant (11M parameters; for GPUs)"),
+    "mobilenet-v2": ModelInfo(mobilenet_v2, "MobileNetV2, CIFAR variant as JHT's (2.3M parameters; a black-box "
+                                            "victim of the toxic-cifar10 suite; for GPUs)"),
+    "vgg11": ModelInfo(vgg11, "VGG11 with batch norm, CIFAR variant as JHT's (9M parameters; a black-box victim of "
+                              "the toxic-cifar10 suite; for GPUs)"),
 }
 
 

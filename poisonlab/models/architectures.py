@@ -148,3 +148,57 @@ def resnet8(shape, num_classes: int) -> Classifier:
         c_in = c_out
     extractor = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return Classifier(extractor, c_in, num_classes)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1×1 expansion, 3×3 depthwise convolution (the block's stride), linear 1×1 projection,
+    each batch-normalised; at stride 1 the input is added back (through a 1×1 projection when the widths differ,
+    as in the CIFAR variant JHT uses)."""
+
+    def __init__(self, c_in: int, c_out: int, expansion: int, stride: int):
+        super().__init__()
+        wide = expansion * c_in
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, wide, 1, bias=False), nn.BatchNorm2d(wide), nn.ReLU(),
+            nn.Conv2d(wide, wide, 3, stride, 1, groups=wide, bias=False), nn.BatchNorm2d(wide), nn.ReLU(),
+            nn.Conv2d(wide, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.stride = stride
+        self.shortcut = nn.Sequential()
+        if stride == 1 and c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return out + self.shortcut(x) if self.stride == 1 else out
+
+
+# MobileNetV2's stages (expansion, width, blocks, stride), CIFAR variant: stride 1 in the stem and the second stage
+MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1))
+
+
+def mobilenet_v2(shape, num_classes: int) -> Classifier:
+    """MobileNetV2 (Sandler et al. 2018), CIFAR variant as in JHT's models/mobilenetv2.py: 3×3 stem of 32 at
+    stride 1, 17 inverted-residual blocks, 1×1 conv to 1280, global average pool; 1280-d features."""
+    layers: list[nn.Module] = [nn.Conv2d(shape[0], 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU()]
+    c_in = 32
+    for expansion, c_out, blocks, stride in MOBILENET_V2:
+        for i in range(blocks):
+            layers.append(InvertedResidual(c_in, c_out, expansion, stride if i == 0 else 1))
+            c_in = c_out
+    layers += [nn.Conv2d(c_in, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+               nn.Flatten()]
+    return Classifier(nn.Sequential(*layers), 1280, num_classes)
+
+
+def vgg11(shape, num_classes: int) -> Classifier:
+    """VGG11 with batch norm (Simonyan & Zisserman 2015, configuration A), CIFAR variant as in JHT's models/vgg.py:
+    conv64-M-128-M-256-256-M-512-512-M-512-512-M (max-pooled while the map is at least 2 wide), then the map's
+    average; 512-d features."""
+    blocks, channels, size = [], shape[0], min(shape[1:])
+    for width, pool in ((64, True), (128, True), (256, False), (256, True), (512, False), (512, True),
+                        (512, False), (512, True)):
+        pool = pool and size >= 2
+        blocks.append(conv_block(channels, width, pool))
+        channels, size = width, size // 2 if pool else size
+    return Classifier(nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten()), channels, num_classes)

@@ -38,18 +38,24 @@ def suite_description(name: str) -> str:
 
 
 def load_suite(name: str, data_root: str | None = None, trials: int | None = None,
-               setups: str | None = None, device: str | None = None, protocol: str | None = None) -> Suite:
+               setups: str | None = None, device: str | None = None, protocol: str | None = None,
+               pretrain_data_root: str | None = None) -> Suite:
     """The suite `name`, its optional groups skipped (with the reason) when their data is not installed;
     `setups` (a "Just How Toxic" trial file), `device` and `protocol` go to every scenario of a targeted suite
     (a protocol with its own entry under the suite's `protocols` also takes that entry's fields in the groups
     that pretrain: frozen and fine-tuned victims). Without `protocol`, the suite's own `protocol:` if it names
-    one."""
+    one. `pretrain_data_root` is where the groups that pretrain on another data set (`pretrain_dataset`) find it."""
     spec = suite_spec(name)
     for flag, value in (("--setups", setups), ("--device", device), ("--protocol", protocol)):
         if value is not None and not spec.get("toxic"):
             raise ConfigError(f"{flag} is for the targeted suites (toxic, toxic-cifar10); suite {name!r} has no "
                               "targeted attacks.")
     protocol = protocol if protocol is not None else spec.get("protocol")
+    pretraining = any("pretrain_dataset" in g["base"] for g in spec["groups"]) or \
+        "pretrain_dataset" in spec.get("protocols", {}).get(protocol, {})
+    if pretrain_data_root is not None and not pretraining:
+        raise ConfigError(f"--pretrain-data-root is where a suite's pretraining data set lies; suite {name!r} "
+                          f"pretrains on none (protocol {protocol}): leave it out.")
     scenarios, skipped = [], []
     reading = [g for g in spec["groups"] if DATASETS[g["base"]["dataset"]].reads_files]
     if data_root is not None and not reading:
@@ -66,6 +72,8 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
             base["protocol"] = protocol
             if base.get("setting", "scratch") != "scratch":
                 base.update(spec.get("protocols", {}).get(protocol, {}))
+        if base.get("pretrain_dataset") is not None and pretrain_data_root is not None:
+            base["pretrain_data_root"] = pretrain_data_root
         if group.get("optional") and (reason := unavailable(base["dataset"], data_root)):
             skipped.append(f"{base['dataset']}: {reason}")
             continue
