@@ -38,6 +38,18 @@ def test_hash_ignores_name_trials_and_data_location_only():
     assert a.hash != scenario_from_dict({**SMALL, "budget": 0.1}).hash
 
 
+def test_an_optional_field_added_later_keeps_every_stored_scenarios_hash():
+    """A stored run resumes after an upgrade that adds an optional field: unset (None) fields do not enter the
+    hash, so the scenario a newer poisonlab reads is the one it stored."""
+    class Newer(Scenario):
+        a_later_option: str | None = None
+
+    old = scenario_from_dict(SMALL)
+    assert Newer.model_validate(SMALL).hash == old.hash
+    assert Newer.model_validate({**SMALL, "a_later_option": "on"}).hash != old.hash
+    assert old.hash_of({"dataset", "source_class"}) == old.hash_of({"dataset"})  # source_class unset
+
+
 def test_cli_value_parsing():
     assert parse_budget("10") == 10 and parse_budget("0.01") == 0.01 and isinstance(parse_budget("2.0"), float)
     assert parse_params(["patch_size=4", "pattern=white", "alpha=0.3"]) == {"patch_size": 4, "pattern": "white",

@@ -122,8 +122,9 @@ class Scenario(BaseModel):
         return self.hash_of(set(type(self).model_fields) - HASH_EXCLUDES)
 
     def hash_of(self, fields: set[str]) -> str:
-        """The hash of some of the fields (a setups file by its content, not where it lies)."""
-        values = self.model_dump(mode="json", include=fields)
+        """The hash of some of the fields (a setups file by its content, not where it lies). Unset (None) fields
+        are left out, so adding an optional field keeps every stored result's hash."""
+        values = {k: v for k, v in self.model_dump(mode="json", include=fields).items() if v is not None}
         if values.get("setups") is not None:
             values["setups"] = file_digest(self.setups)
         return config_hash(values)
