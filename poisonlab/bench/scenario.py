@@ -15,6 +15,9 @@ from ..errors import ConfigError, did_you_mean, read_file
 from ..models import MODELS, TrainRecipe, config_hash
 
 HASH_EXCLUDES = {"name", "trials", "data_root", "pretrain_data_root"}
+# Fields added after results were first stored, with their defaults: hashed only when set otherwise. A new
+# field goes here, so that upgrading poisonlab leaves every stored run resumable.
+ADDED_FIELDS = {"pretrain_dataset": None, "pretrain_data_root": None}
 RECIPE_KEYS = tuple(TrainRecipe.model_fields)
 # The victim's default training by protocol and setting. "fast": a frozen extractor retrains only the linear head
 # (200 full-batch Adam steps on precomputed features), fine-tuning trains every layer briefly from the pretrained
@@ -122,9 +125,11 @@ class Scenario(BaseModel):
         return self.hash_of(set(type(self).model_fields) - HASH_EXCLUDES)
 
     def hash_of(self, fields: set[str]) -> str:
-        """The hash of some of the fields (a setups file by its content, not where it lies). Unset (None) fields
-        are left out, so adding an optional field keeps every stored result's hash."""
-        values = {k: v for k, v in self.model_dump(mode="json", include=fields).items() if v is not None}
+        """The hash of some of the fields (a setups file by its content, not where it lies). A field added after
+        results were first stored (ADDED_FIELDS) counts only when it is set to something other than its
+        default, so a run stored before it existed keeps its hash and resumes."""
+        values = {k: v for k, v in self.model_dump(mode="json", include=fields).items()
+                  if k not in ADDED_FIELDS or v != ADDED_FIELDS[k]}
         if values.get("setups") is not None:
             values["setups"] = file_digest(self.setups)
         return config_hash(values)
