@@ -212,7 +212,8 @@ def test_toxic_suites_pretrain_the_scratch_surrogate_by_the_victims_sgd_recipe(n
     from poisonlab.bench.suites import load_suite
 
     scratch = [s for s in load_suite(name, data_root=str(tmp_path)).scenarios if s.setting == "scratch"]
-    assert {s.attack for s in scratch} == {"witches-brew", "metapoison"}
+    # metapoison (not in JHT's tables) runs from scratch on the GPU suite; on the CPU, benchmarks/toxic_scratch.py
+    assert {s.attack for s in scratch} == {"witches-brew"} | ({"metapoison"} if name == "toxic-cifar10" else set())
     for s in scratch:
         assert s.pretrain_recipe == s.recipe and s.recipe.optimizer == "sgd"
 
