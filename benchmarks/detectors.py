@@ -1,6 +1,7 @@
 """Detectors against a backdoor: recall and precision of the removal, AUROC, and attack success after retraining on
 the kept data, per detector and removal rule, over several budgets, target classes and seeds. A rule is a ranking
-(`global`, `per-class`: the top 1.5x budget removed) or a detector's own rule as KEY=VALUE (`rule=size` for
+(`global`, `per-class`: the top 1.5x budget by score removed; activation clustering's `rule=score`, deep k-NN's
+`rule=top`) or a detector's own rule as KEY=VALUE (`rule=size` for
 activation clustering's relative-size rule, `rule=plurality` for deep k-NN's vote); a rule a detector does not
 have is skipped for it. Each (target class, seed) is a trial: one poisoned victim, shared by every detector and
 rule; the summary lines pool the trials with trial-clustered intervals (`poisonlab.metrics.TrialRates`).
@@ -29,6 +30,8 @@ from poisonlab.metrics import TrialRates, attack_success_rate, clean_accuracy, p
 from poisonlab.models import TrainRecipe
 
 PARAMS = {"badnets": {"patch_size": 4, "margin": 1, "pattern": "checkerboard"}, "blended": {"alpha": 0.2}}
+# the rule of each detector that removes by a ranking of scores, where its default is another (its paper's)
+SCORED = {"activation-clustering": {"rule": "score"}, "deep-knn": {"rule": "top"}}
 
 
 def main() -> None:
@@ -84,14 +87,14 @@ def trial(args, splits, recipe, attack, budget, target, seed, results) -> None:
         for ranking in args.rankings:
             key, _, value = ranking.partition("=")
             try:
-                defense = make_defense(name, **({key: value} if value else {"ranking": ranking}))
+                params = {key: value} if value else {"ranking": ranking, **SCORED.get(name, {})}
+                defense = make_defense(name, **params)
             except (ConfigError, TypeError):
                 continue  # a rule this detector does not have
             start = time.perf_counter()
             z = representation(poisoned, model if defense.needs_model else None, defense.space)
             scores = defense.score_representation(z, poisoned.y, seed)
-            flagged = defense.flag(z, poisoned.y, seed)
-            keep = defense.keep_mask(scores, poisoned.y, threat.budget) if flagged is None else ~flagged
+            keep = defense.kept(z, poisoned.y, scores, threat.budget, seed)
             seconds = time.perf_counter() - start
             m = detection_counts(scores, is_poison, keep)
             line = (f"  {name:<22} {ranking:<9} recall {m.removed_poisons / m.n_poisons_present:.3f} "

@@ -18,10 +18,11 @@ class ActivationClustering(Detector):
     """Per class, reduce the representations to `dims` dimensions, split them by 2-means, and score each sample
     by its robust z-score along the line from the large cluster's centre to the small one's.
 
-    `rule` says what is removed: "score" (the default) ranks the samples by that score and removes the top
-    `removal` fraction (1.5× the budget by default, globally or per class: `ranking`); "size" is the paper's
-    relative-size rule: in every class whose smaller cluster holds less than `size_threshold` of it (0.35, as
-    IBM ART's implementation of the paper), that whole cluster is removed, however many samples it holds.
+    `rule` says what is removed: "size" (the default) is the paper's relative-size rule: in every class whose
+    smaller cluster holds less than `size_threshold` of it (0.35, as IBM ART's implementation of the paper), that
+    whole cluster is removed, however many samples it holds; "score" (poisonlab's) ranks the samples by that score
+    and removes the top `removal` fraction (1.5× the budget by default, globally or per class: `ranking`). No rule
+    holds at every budget (docs/defenses/activation-clustering.md), so the default is the paper's.
 
     Departure from the paper: the reduction is PCA rather than ICA (FastICA fails to converge on some classes of
     the small nets here; `reduction="ica"` is kept as an option)."""
@@ -30,7 +31,7 @@ class ActivationClustering(Detector):
     summary = "2-means on each class's PCA-reduced activations, small cluster flagged (Chen et al. 2018)"
     dims: int = 10
     reduction: str = "pca"
-    rule: str = "score"
+    rule: str = "size"
     size_threshold: float = 0.35
 
     def __post_init__(self) -> None:

@@ -14,14 +14,15 @@ from .detect import Detector
 class DeepKNN(Detector):
     """Score = the share of a sample's k nearest training neighbours (Euclidean, in the representation) whose
     label differs from its own, ties broken by the mean distance to the same-label neighbours (farther = more
-    suspicious). `rule="plurality"` removes what Peri et al.'s code removes: every sample whose label is not the
-    plurality of its k nearest neighbours, itself included (their k is 101), however many that is.
-    Departure: the default `rule="top"` removes the top `removal` fraction by score instead."""
+    suspicious). `rule="plurality"` (the default) removes what Peri et al.'s code removes: every sample whose label
+    is not the plurality of its k nearest neighbours, itself included (k = 101, theirs), however many that is.
+    `rule="top"` (poisonlab's) removes the top `removal` fraction by score instead. Neither stops a dirty-label
+    backdoor (docs/defenses/deep-knn.md); the default is the paper's."""
 
     name = "deep-knn"
     summary = "label disagreement with the k nearest neighbours in feature space (Peri et al. 2020)"
-    k: int = 50
-    rule: str = "top"
+    k: int = 101
+    rule: str = "plurality"
     batch_size: int = 1024
 
     def __post_init__(self) -> None:

@@ -91,12 +91,18 @@ class Detector(Defense):
         """Score the training set, remove the most suspicious samples, retrain the victim on the rest."""
         z, y = context.representation(self.space), context.poisoned.y
         scores = self.score_representation(z, y, context.seed)
-        flagged = self.flag(z, y, context.seed)
-        keep = self.keep_mask(scores, y, context.budget) if flagged is None else ~flagged
+        keep = self.kept(z, y, scores, context.budget, context.seed)
         if not keep.any():
             raise ConfigError(f"{self.name} flagged every training sample; nothing is left to retrain on.")
         model = context.victim if keep.all() else context.retrain(torch.nonzero(keep).squeeze(1), None)
         return Defended(model, detection_counts(scores, context.is_poison, keep))
+
+    def kept(self, z: torch.Tensor, y: torch.Tensor, scores: torch.Tensor, n_budget: int, seed: int = 0
+             ) -> torch.Tensor:
+        """True for the samples the detector keeps: its own rule (`flag`) where it has one in use, else the
+        `ranking` rule on `scores` given the attacker's budget (a count)."""
+        flagged = self.flag(z, y, seed)
+        return self.keep_mask(scores, y, n_budget) if flagged is None else ~flagged
 
     def flag(self, z: torch.Tensor, y: torch.Tensor, seed: int = 0) -> torch.Tensor | None:
         """The samples to remove by the detector's own rule (a boolean per sample; `seed` as for the scores), or
