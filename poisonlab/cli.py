@@ -322,7 +322,7 @@ def scan_model(name, train, epochs, lr, seed, out: Path, progress: bool):
     from .scan import content_digest
 
     recipe = TrainRecipe(epochs=epochs, batch_size=64, lr=lr, schedule="cosine")
-    config = {"scan": name, "recipe": recipe.model_dump(), "seed": seed, "data": content_digest(train)}
+    config = {"scan": name, "recipe": recipe.key(), "seed": seed, "data": content_digest(train)}
 
     def train_with_bar(model):
         with make_progress(progress) as bar:

@@ -15,6 +15,7 @@ from poisonlab.bench.suites import load_suite
 from poisonlab.bench.summary import summarize
 from poisonlab.bench.tables import markdown
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.models import TrainRecipe
 
 SMALL = dict(dataset="digits", model="logistic", attack="badnets", budget=0.05, target_class=1,
              recipe=dict(epochs=3, batch_size=64, lr=0.01, schedule="constant"), trials=2)
@@ -40,15 +41,20 @@ def test_hash_ignores_name_trials_and_data_location_only():
 
 def test_a_field_added_later_keeps_every_stored_scenarios_hash():
     """A stored run resumes after an upgrade that adds a field: the hashes below were computed by poisonlab at
-    86c4b65, before pretrain_dataset existed; a field in ADDED_FIELDS counts only when set."""
+    86c4b65, before pretrain_dataset and the recipes' pad existed; a field in ADDED_FIELDS (ADDED_RECIPE_FIELDS
+    in a recipe) counts only when set to something other than its default."""
     from poisonlab.bench.scenario import ADDED_FIELDS
+    from poisonlab.models.train import ADDED_RECIPE_FIELDS
 
     assert scenario_from_dict(SMALL).hash == "3a3d40ed04a3146d"
     cell = dict(dataset="cifar10", train_size=2000, test_size=1000, sampling="first", model="convnet",
                 setting="frozen", protocol="jht", attack="bullseye-polytope", budget=25, eps=0.031372549, trials=12)
-    assert scenario_from_dict(cell).hash == "8cf9a10ab6c06626"
-    assert scenario_from_dict({**cell, "pretrain_dataset": "cifar100"}).hash != "8cf9a10ab6c06626"
-    assert set(ADDED_FIELDS) <= set(Scenario.model_fields)
+    reflect = {**cell, "recipe": {"pad": "reflect"}}
+    assert scenario_from_dict(reflect).hash == "8cf9a10ab6c06626"
+    assert scenario_from_dict(cell).hash != "8cf9a10ab6c06626"  # JHT's zero-padded crops: other victims
+    assert scenario_from_dict({**reflect, "pretrain_dataset": "cifar100"}).hash != "8cf9a10ab6c06626"
+    assert set(ADDED_FIELDS) <= set(Scenario.model_fields) and set(ADDED_RECIPE_FIELDS) <= set(TrainRecipe.model_fields)
+    assert "pad" not in TrainRecipe().key() and TrainRecipe(pad="zeros").key()["pad"] == "zeros"
 
 
 def test_cli_value_parsing():

@@ -110,6 +110,19 @@ def test_augmentation_is_batched_seeded_and_shape_preserving():
     assert augment(x, "none", generator(0)) is x
 
 
+def test_crops_pad_by_reflection_or_with_black_as_torchvision_s_randomcrop():
+    """pad="zeros" (JHT's `RandomCrop(32, padding=4)`) shows black beyond the image's edge: on an all-white batch
+    some crops carry a black border, as often as a shift of 0 is missed; reflection never does."""
+    x = torch.ones(256, 3, 32, 32)
+    assert torch.equal(augment(x, "crop", generator(0)), x)
+    zeros = augment(x, "crop", generator(0), "zeros")
+    black = (zeros == 0).flatten(1).any(1).float().mean()
+    assert 1 - black == pytest.approx(1 / 81, abs=0.03) and zeros.min() == 0 and zeros.max() == 1
+    assert set(zeros.unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="pad"):
+        TrainRecipe(pad="edge")
+
+
 def test_recipe_rejects_unknown_keys():
     with pytest.raises(ValueError, match="epoch"):
         TrainRecipe(epoch=3)

@@ -372,12 +372,14 @@ def test_the_jht_protocol_trains_jhts_victims_on_images_the_extractor_never_saw(
                   attack_params={"steps": 3})
     jht = scenario_from_dict({**fields, "protocol": "jht"})
     assert (jht.recipe.optimizer, jht.recipe.lr, jht.recipe.epochs, jht.recipe.milestones, jht.recipe.views,
-            jht.recipe.augment, jht.pretrain_data) == ("sgd", 0.01, 40, (30,), 8, "flip-crop", "disjoint")
+            jht.recipe.augment, jht.recipe.pad, jht.pretrain_data) == ("sgd", 0.01, 40, (30,), 8, "flip-crop", "zeros",
+                                                                       "disjoint")
     fast = scenario_from_dict(fields)
     assert (fast.recipe.optimizer, fast.recipe.epochs, fast.pretrain_data) == ("adam", 200, "victim")
     [row] = summarize(run_scenarios([jht, fast], tmp_path, progress=False), [jht])
     assert (row["protocol"], row["pretrain_size"], row["pretrain_disjoint"]) == ("jht", 1437 - 600, True)
     assert row["victim_recipe"]["milestones"] == [30] and row["victim_recipe"]["views"] == 8
+    assert row["victim_recipe"]["pad"] == "zeros"
     [row] = summarize(run_scenarios([fast], tmp_path, progress=False), [fast])
     assert (row["protocol"], row["pretrain_size"], row["pretrain_disjoint"]) == ("fast", 600, False)
     whole = scenario_from_dict({**fields, "protocol": "jht", "train_size": None})
@@ -392,8 +394,8 @@ def test_the_jht_protocol_pretrains_its_transfer_extractors_by_sgd_with_step_dro
     fields = dict(dataset="digits", model="convnet", attack="bullseye-polytope", budget=5, eps=0.1, train_size=600)
     for setting in ("frozen", "finetune"):
         jht = scenario_from_dict({**fields, "setting": setting, "protocol": "jht"})
-        assert jht.pretrain_recipe == JHT_PRETRAIN and (JHT_PRETRAIN.optimizer, JHT_PRETRAIN.milestones) == \
-            ("sgd", (50, 75))
+        assert jht.pretrain_recipe == JHT_PRETRAIN and (JHT_PRETRAIN.optimizer, JHT_PRETRAIN.milestones,
+                                                        JHT_PRETRAIN.pad) == ("sgd", (50, 75), "reflect")
         assert scenario_from_dict({**fields, "setting": setting}).pretrain_recipe == DEFAULT_PRETRAIN
     told = scenario_from_dict({**fields, "setting": "frozen", "protocol": "jht", "pretrain": {"epochs": 4}})
     assert told.pretrain_recipe.epochs == 4

@@ -92,21 +92,23 @@ class Networks:
         features[poison.indices.to(features.device)] = new
         return features
 
-    def train_views(self, views: int, kind: str) -> torch.Tensor:
+    def train_views(self, views: int, kind: str, pad: str = "reflect") -> torch.Tensor:
         """K×N×D: the reference's features of `views` augmented views of every clean training image, drawn once
         per scenario (its seed) and kept."""
-        key = (views, kind)
+        key = (views, kind, pad)
         if key not in self._views:
-            g = generator(self.seed, "views", kind)
-            self._views[key] = view_features(self.reference, self.data.train.x, views, kind, g)
+            g = generator(self.seed, "views", *view_labels(kind, pad))
+            self._views[key] = view_features(self.reference, self.data.train.x, views, kind, g, pad)
         return self._views[key]
 
-    def poisoned_views(self, poison: PoisonSet | None, views: int, kind: str, trial_seed: int) -> torch.Tensor:
+    def poisoned_views(self, poison: PoisonSet | None, views: int, kind: str, trial_seed: int,
+                       pad: str = "reflect") -> torch.Tensor:
         """`train_views` with the poisons' own views (drawn with the trial's seed) in their rows."""
-        clean = self.train_views(views, kind)
+        clean = self.train_views(views, kind, pad)
         if poison is None or not len(poison):
             return clean
-        new = view_features(self.reference, poison.x, views, kind, generator(trial_seed, "poison-views", kind))
+        new = view_features(self.reference, poison.x, views, kind,
+                            generator(trial_seed, "poison-views", *view_labels(kind, pad)), pad)
         if poison.insertion == "add":
             return torch.cat([clean, new], 1)
         out = clean.clone()
@@ -194,10 +196,15 @@ def surrogates(scenario: Scenario, reference: Classifier, data: Dataset, cache_d
             for i, name in enumerate(names)]
 
 
+def view_labels(kind: str, pad: str) -> tuple[str, ...]:
+    """The generator labels of augmented views (reflect padding keeps the labels it was first drawn with)."""
+    return (kind,) if pad == "reflect" else (kind, pad)
+
+
 def pretrained(scenario: Scenario, name: str, seed: int, data: Dataset, cache_dir: str | None) -> Classifier:
     """`name` trained on `data` (the pretraining set) by the pretraining recipe; cached by its config."""
     recipe = scenario.pretrain_recipe
-    config = {"pretrained": name, "seed": seed, "recipe": recipe.model_dump(mode="json"),
+    config = {"pretrained": name, "seed": seed, "recipe": recipe.key(),
               "data": scenario.hash_of(DATA_FIELDS - {"data_root"} | PRETRAIN_FIELDS - {"pretrain_data_root"} |
                                        {"seed"})}
 

@@ -149,7 +149,7 @@ def victim_recipe(scenario: Scenario) -> dict:
     """How the victim was trained: optimiser, learning rate and its schedule, epochs, batch, augmentation (and,
     for a frozen head, the augmented views it read)."""
     keys = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "epochs", "batch_size", "schedule",
-            "milestones", "augment", "views", "trainable")
+            "milestones", "augment", "pad", "views", "trainable")
     return scenario.recipe.model_dump(mode="json", include=set(keys))
 
 

@@ -93,7 +93,7 @@ class FrozenHead(FromScratch):
             return train(model, training_set(self.data.train, poison, rows), recipe, seed=seed)
         labels = training_set(self.data.train, poison, None).y
         if recipe.augment != "none":
-            views = self.networks.poisoned_views(poison, recipe.views, recipe.augment, self.seed)
+            views = self.networks.poisoned_views(poison, recipe.views, recipe.augment, self.seed, recipe.pad)
             if rows is not None:
                 views, labels = views[:, rows.to(views.device)], labels[rows]
             return train_head(model, views, labels, recipe, seed)

@@ -78,7 +78,7 @@ class DPSGD(Defense):
                 for x, y in loader:
                     if len(y) == 0:
                         continue
-                    loss = loss_fn(model, private(augment(x, recipe.augment, g)), y)
+                    loss = loss_fn(model, private(augment(x, recipe.augment, g, recipe.pad)), y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

@@ -22,7 +22,9 @@ class TrainRecipe(BaseModel):
     the exact solvers (optimizer="exact"); the gradient optimizers use `weight_decay`. schedule="step" divides
     the learning rate by 10 at each epoch of `milestones` (none given: at 50% and 75% of training). `nesterov`:
     SGD's momentum is Nesterov's. `views` (head-only training with augmentation): 0 augments every batch anew;
-    K > 0 computes the features of K augmented views of each image once and draws one per image per epoch."""
+    K > 0 computes the features of K augmented views of each image once and draws one per image per epoch.
+    `pad`: what a random crop shows beyond the image's edge, its reflection or black (zeros: torchvision's
+    `RandomCrop(padding=4)`, as JHT's victims and extractors are trained)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -36,6 +38,7 @@ class TrainRecipe(BaseModel):
     milestones: tuple[int, ...] = ()
     nesterov: bool = True
     augment: Literal["none", "crop", "flip-crop"] = "none"
+    pad: Literal["reflect", "zeros"] = "reflect"
     views: int = Field(0, ge=0, le=1024)
     trainable: Literal["all", "head"] = "all"
     C: float = Field(1.0, gt=0)
@@ -47,6 +50,19 @@ class TrainRecipe(BaseModel):
         if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
             raise ValueError(f"milestones must be increasing epoch numbers >= 1; got {list(milestones)}")
         return milestones
+
+    def key(self) -> dict:
+        """The recipe as stored in hashes: a field added after results were first stored counts only when set
+        to something other than its default, so networks and trials stored before it keep their hashes."""
+        return strip_added(self.model_dump(mode="json"))
+
+
+ADDED_RECIPE_FIELDS = {"pad": "reflect"}
+
+
+def strip_added(recipe: dict) -> dict:
+    """A dumped recipe without the later-added fields left at their defaults (see TrainRecipe.key)."""
+    return {k: v for k, v in recipe.items() if k not in ADDED_RECIPE_FIELDS or v != ADDED_RECIPE_FIELDS[k]}
 
 
 def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | None = None,
@@ -69,7 +85,7 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
                 if len(dataset) else torch.empty(0, model.feature_dim, device=device)
         return train_head(model, features, dataset.y, recipe, seed)
     if recipe.trainable == "head" and recipe.views and batch_hook is None:
-        views = view_features(model, dataset.x, recipe.views, recipe.augment, generator(seed, "views"))
+        views = view_features(model, dataset.x, recipe.views, recipe.augment, generator(seed, "views"), recipe.pad)
         return train_head(model, views, dataset.y, recipe, seed)
     params = model.head.parameters() if recipe.trainable == "head" else model.parameters()
     optimizer = make_optimizer(list(params), recipe)
@@ -82,7 +98,7 @@ def train(model: Classifier, dataset: Dataset, recipe: TrainRecipe, seed: int | 
     for _ in range(recipe.epochs):
         order = torch.randperm(len(dataset), generator=g)
         for batch in order.split(recipe.batch_size):
-            x = augment(dataset.x[batch].to(device, non_blocking=True), recipe.augment, g)
+            x = augment(dataset.x[batch].to(device, non_blocking=True), recipe.augment, g, recipe.pad)
             y = dataset.y[batch].to(device, non_blocking=True)
             if batch_hook is not None:
                 x, y = batch_hook(model, x, y, g)
@@ -122,14 +138,15 @@ def train_head(model: Classifier, features: torch.Tensor, y: torch.Tensor, recip
 
 
 @torch.no_grad()
-def view_features(model: Classifier, x: torch.Tensor, views: int, kind: str, g: torch.Generator) -> torch.Tensor:
+def view_features(model: Classifier, x: torch.Tensor, views: int, kind: str, g: torch.Generator,
+                  pad: str = "reflect") -> torch.Tensor:
     """K×N×D: the (eval-mode) extractor's features of `views` augmented views of each image of `x`."""
     device = device_of(model)
     model.eval()
     out = torch.empty(views, len(x), model.feature_dim, device=device)
     for k in range(views):
         for start in range(0, len(x), 1024):
-            chunk = augment(x[start:start + 1024].to(device), kind, g)
+            chunk = augment(x[start:start + 1024].to(device), kind, g, pad)
             out[k, start:start + len(chunk)] = model.features(chunk).flatten(1)
     return out
 
@@ -160,19 +177,20 @@ def make_scheduler(optimizer, recipe: TrainRecipe, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
-    """Random crops after reflect-padding by 1/8 of the width, and horizontal flips, for a whole batch at once."""
+def augment(x: torch.Tensor, kind: str, g: torch.Generator, pad: str = "reflect") -> torch.Tensor:
+    """Random crops after padding by 1/8 of the width (`pad`: "reflect" or "zeros"), and horizontal flips, for
+    a whole batch at once."""
     if kind == "none":
         return x
     if kind == "flip-crop":
         flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return random_crop(x, max(1, x.shape[-1] // 8), g)
+    return random_crop(x, max(1, x.shape[-1] // 8), g, pad)
 
 
-def random_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+def random_crop(x: torch.Tensor, pad: int, g: torch.Generator, mode: str = "reflect") -> torch.Tensor:
     n, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect") if mode == "reflect" else F.pad(x, (pad,) * 4)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
