@@ -227,7 +227,8 @@ def craft(
     out = check_writable(out.with_suffix(".npz"), "the poison set", folder=False)
     chosen = make_attack(attack, **parse_params(param or [], "attack"))
     if chosen.needs != "nothing" or chosen.needs_validation or chosen.targeted:
-        needs = "a target image and a pretrained network" if chosen.targeted else \
+        either = " (or a source class)" if "source_class" in chosen.threat_fields() else ""
+        needs = f"a target image{either} and a pretrained network" if chosen.targeted else \
             f"a surrogate model for its {chosen.needs}" if chosen.needs != "nothing" else \
             "the attacker's validation set"
         raise ConfigError(f"{attack} needs {needs}, which `craft` does not build; run it with `poisonlab run "

@@ -142,18 +142,21 @@ class AttackInputs:
 def attack_inputs(poison: PoisonSet, test: Dataset, target_image: torch.Tensor | None = None) -> AttackInputs | None:
     """What an attack's success is measured on. Targeted: the target image(s), wanted as the attacker's class.
     Class-targeted (a source class): the test images of the source class, wanted as the target class. Backdoor:
-    the test images the trigger should move (true class is not what the attacker wants for them), with the
-    trigger applied. None for attacks without such a goal (availability)."""
+    the test images the trigger should move (true class is not what the attacker wants for them). A trigger, when
+    the set has one, is applied to every such input (a triggered targeted attack wants the target *with* the
+    trigger). None for attacks without such a goal (availability)."""
     if target_image is not None:
-        return AttackInputs(target_image, torch.full((len(target_image),), poison.target_class, dtype=torch.long))
-    if poison.source_class is not None:
-        source = test.x[test.y == poison.source_class]
-        return AttackInputs(source, torch.full((len(source),), poison.target_class, dtype=torch.long))
-    if poison.trigger is None:
+        x, wanted = target_image, torch.full((len(target_image),), poison.target_class, dtype=torch.long)
+    elif poison.source_class is not None:
+        x = test.x[test.y == poison.source_class]
+        wanted = torch.full((len(x),), poison.target_class, dtype=torch.long)
+    elif poison.trigger is None:
         return None
-    wanted = poison.backdoor_targets(test.y)
-    eligible = wanted != test.y
-    return AttackInputs(poison.trigger.apply(test.x[eligible]), wanted[eligible])
+    else:
+        wanted = poison.backdoor_targets(test.y)
+        eligible = wanted != test.y
+        x, wanted = test.x[eligible], wanted[eligible]
+    return AttackInputs(x if poison.trigger is None else poison.trigger.apply(x), wanted)
 
 
 def attack_success_rate(model: Classifier, test: Dataset, poison: PoisonSet,

@@ -17,7 +17,8 @@ NAMES = list(ATTACKS)
 FAST = {"svm-kkt": {"steps": 5}, "bilevel-linear": {"steps": 3},  # keep each call under a second;
         "back-gradient": {"steps": 2, "train_steps": 10},  # the effect tests use the defaults
         "feature-collision": {"steps": 5}, "convex-polytope": {"steps": 5}, "bullseye-polytope": {"steps": 5},
-        "witches-brew": {"steps": 3}, "metapoison": {"steps": 2, "stages": 2, "stage_epochs": 1, "batch_size": 16}}
+        "witches-brew": {"steps": 3}, "metapoison": {"steps": 2, "stages": 2, "stage_epochs": 1, "batch_size": 16},
+        "hidden-trigger": {"steps": 5, "patch_size": 2, "margin": 1}}
 
 
 def make(name, **params):
@@ -128,6 +129,8 @@ def test_unknown_parameters_are_refused(name):
     ("convex-polytope", {"dropout": 1.0}, "dropout in"),
     ("feature-collision", {"method": "sgd"}, "method='sgd' is not one of"),
     ("bullseye-polytope", {"steps": 0}, "steps >= 1"),
+    ("hidden-trigger", {"placement": "anywhere"}, "placement='anywhere' is not one of"),
+    ("hidden-trigger", {"decay": 0}, r"decay in \(0, 1\]"),
 ])
 def test_bad_parameter_values_are_refused(name, params, message):
     with pytest.raises(ConfigError, match=message):

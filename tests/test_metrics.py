@@ -29,14 +29,19 @@ class CornerModel(Classifier):
         return nn.functional.one_hot(torch.where(trigger, 2, guess), 3).float()
 
 
-def test_attack_success_counts_only_images_outside_the_target_class():
+def corner_data() -> tuple[Dataset, Trigger]:
+    """Six 2×2 images, two per class (CornerModel reads their class from pixel (1, 1)), and the corner trigger."""
     x = torch.zeros(6, 1, 2, 2)
     x[:, 0, 1, 1] = torch.tensor([0.0, 0.0, 0.5, 0.5, 0.9, 0.9])
-    test = Dataset(x, torch.tensor([0, 0, 1, 1, 2, 2]), ("a", "b", "c"))
     mask, pattern = torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)
     mask[0, 0, 0] = pattern[0, 0, 0] = 1
+    return Dataset(x, torch.tensor([0, 0, 1, 1, 2, 2]), ("a", "b", "c")), Trigger(mask, pattern)
+
+
+def test_attack_success_counts_only_images_outside_the_target_class():
+    test, trigger = corner_data()
     poison = PoisonSet(torch.empty(0, dtype=torch.long), torch.empty(0, 1, 2, 2), torch.empty(0, dtype=torch.long),
-                       3, "badnets", target_class=2, trigger=Trigger(mask, pattern), backdoor_mode="all-to-one")
+                       3, "badnets", target_class=2, trigger=trigger, backdoor_mode="all-to-one")
     model = CornerModel()
     assert clean_accuracy(model, test) == Rate(6, 6)
     assert attack_success_rate(model, test, poison) == Rate(4, 4)  # the two class-2 images are not counted
@@ -52,3 +57,17 @@ def test_class_targeted_success_counts_source_class_images_classified_as_the_tar
     poison = PoisonSet(torch.empty(0, dtype=torch.long), torch.empty(0, 1, 2, 2), torch.empty(0, dtype=torch.long),
                        3, "bilevel-linear", target_class=2, source_class=0)
     assert attack_success_rate(CornerModel(), test, poison) == Rate(1, 2)
+
+
+def test_a_hidden_triggers_success_is_measured_on_triggered_source_images_or_the_triggered_target():
+    """A set with a trigger and a source class (or a target image) wants those images *with* the trigger."""
+    test, trigger = corner_data()
+    empty = (torch.empty(0, dtype=torch.long), torch.empty(0, 1, 2, 2), torch.empty(0, dtype=torch.long), 3)
+    hidden = PoisonSet(*empty, "hidden-trigger", target_class=2, trigger=trigger, source_class=1)
+    plain = PoisonSet(*empty, "hidden-trigger", target_class=2, source_class=1)
+    assert attack_success_rate(CornerModel(), test, hidden) == Rate(2, 2)
+    assert attack_success_rate(CornerModel(), test, plain) == Rate(0, 2)
+    target = test.x[2:3]
+    single = PoisonSet(*empty, "hidden-trigger", target_class=2, trigger=trigger)
+    assert attack_success_rate(CornerModel(), test, single, target) == Rate(1, 1)
+    assert attack_success_rate(CornerModel(), test, plain, target) == Rate(0, 1)

@@ -489,3 +489,21 @@ def test_the_toxic_table_gives_each_victim_of_one_knowledge_level_its_own_column
     assert "| attack | eps | poisons | white-box | black-box (mobilenet-v2) | black-box (vgg11) |" in text
     assert "| bullseye-polytope | 8/255 | 25 | 75.0% (3/4)" in text and "(2/4) [0.0%, 100.0%] | 100.0% (4/4)" in text
     assert "black-box (" not in toxic_markdown([r for r in rows if r["model"] != "vgg11"])
+    assert "control for" not in text
+    triggered = dict(row("hidden-trigger", "white-box", "resnet18", 1), control_attack_successes=1,
+                     control_attack_success_rate=0.25)
+    text = toxic_markdown([*rows, triggered])
+    assert "| control (un-optimised bases) | | | 0.0% (0/4)" in text
+    assert "| control for hidden-trigger (the target with its trigger) | | | 25.0% (1/4) [0.0%, 50.0%] | – | – |" \
+        in text
+
+
+def test_hidden_trigger_runs_class_level_with_a_source_class_and_single_target_without(cifar_subset_path):
+    base = dict(dataset="cifar10", data_root=str(cifar_subset_path), model="convnet", attack="hidden-trigger",
+                setting="frozen", budget=25, eps=8 / 255)
+    assert not make_plan(scenario_from_dict(dict(base, source_class=3, target_class=5))).targeted
+    assert make_plan(scenario_from_dict(base)).targeted
+    with pytest.raises(ConfigError, match="leave --target-class out, or give --source-class"):
+        make_plan(scenario_from_dict(dict(base, target_class=5)))
+    with pytest.raises(ConfigError, match="no target image here"):
+        make_plan(scenario_from_dict(dict(base, source_class=3, target_class=5, setups="x.json")))

@@ -3,7 +3,7 @@ import torch
 
 from poisonlab.attacks import make_attack
 from poisonlab.errors import ConfigError, DataError
-from poisonlab.threat import PoisonSet, ThreatModel, resolve_budget
+from poisonlab.threat import PoisonSet, ThreatModel, Trigger, resolve_budget
 
 
 def test_budget_is_a_count_or_a_fraction():
@@ -91,3 +91,31 @@ def test_poison_sets_name_their_target_by_its_official_index_and_old_targeted_se
     assert PoisonSet.load(old_format("untargeted.npz", None)).target_image_index is None
     with pytest.raises(DataError, match="format-1 poison set whose target is a position"):
         PoisonSet.load(old_format("targeted.npz", 5))
+
+
+def test_a_randomly_placed_trigger_moves_the_whole_patch_the_same_way_on_every_call(tmp_path, digits):
+    mask, pattern = torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)
+    mask[:, 5:7, 5:7], pattern[:, 5:7, 5:7] = 1.0, torch.tensor([[0.2, 0.4], [0.6, 0.8]])
+    trigger = Trigger(mask, pattern, "random", placement_seed=3)
+    x = torch.zeros(200, 1, 8, 8)
+    out = trigger.apply(x)
+    assert torch.equal(out, trigger.apply(x))  # seeded: a poisoned and a control victim see the same images
+    placed = torch.nonzero(out > 0)
+    for i in (0, 57, 199):  # the 2×2 patch, whole and in order, somewhere inside the image
+        rows, cols = placed[placed[:, 0] == i][:, 2], placed[placed[:, 0] == i][:, 3]
+        top, left = int(rows.min()), int(cols.min())
+        assert torch.equal(out[i, 0, top:top + 2, left:left + 2], pattern[0, 5:7, 5:7]) and len(rows) == 4
+    corners = {tuple(int(v) for v in torch.nonzero(out[i, 0] > 0)[0]) for i in range(200)}
+    assert len(corners) == 49  # every one of the 7×7 places is drawn
+    other = trigger.apply(x, g=torch.Generator().manual_seed(9))
+    assert not torch.equal(other, out)
+    threat = ThreatModel.for_data(digits.train, 3, target_class=1)
+    poison = make_attack("badnets").craft(digits.train, threat)
+    fixed = poison.trigger
+    moved = PoisonSet(poison.indices, poison.x, poison.y, 10, "x", 1, Trigger(fixed.mask, fixed.pattern, "random", 4),
+                      "all-to-one")
+    loaded = PoisonSet.load(moved.save(tmp_path / "moved"))
+    assert loaded.trigger.placement == "random" and loaded.trigger.placement_seed == 4
+    assert torch.equal(loaded.trigger.apply(digits.test.x), moved.trigger.apply(digits.test.x))
+    with pytest.raises(DataError, match="placement 'anywhere'"):
+        Trigger(mask, pattern, "anywhere")

@@ -14,6 +14,7 @@ from .blended import Blended
 from .bullseye_polytope import BullseyePolytope
 from .convex_polytope import ConvexPolytope
 from .feature_collision import FeatureCollision
+from .hidden_trigger import HiddenTrigger
 from .label_flip import LabelFlip
 from .metapoison import MetaPoison
 from .none import NoAttack
@@ -23,7 +24,7 @@ from .witches_brew import WitchesBrew
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT,
                                                        BilevelLinear, BackGradient, FeatureCollision,
                                                        ConvexPolytope, BullseyePolytope, WitchesBrew,
-                                                       MetaPoison)}
+                                                       MetaPoison, HiddenTrigger)}
 
 
 def make_attack(name: str, **params) -> Attack:
@@ -46,5 +47,5 @@ def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, valida
 
 
 __all__ = ["ALFA", "ATTACKS", "SVMKKT", "THREAT_FIELDS", "Attack", "BackGradient", "BadNets", "BilevelLinear",
-           "Blended", "BullseyePolytope", "ConvexPolytope", "FeatureCollision", "LabelFlip", "MetaPoison", "NoAttack",
-           "WitchesBrew", "check_compatible", "make_attack"]
+           "Blended", "BullseyePolytope", "ConvexPolytope", "FeatureCollision", "HiddenTrigger", "LabelFlip",
+           "MetaPoison", "NoAttack", "WitchesBrew", "check_compatible", "make_attack"]

@@ -49,17 +49,7 @@ class BadNets(Attack):
         self.trigger(shape)
 
     def trigger(self, shape: tuple[int, int, int]) -> Trigger:
-        c, h, w = shape
-        s, m = self.patch_size, self.margin
-        if s + m > min(h, w):
-            raise ConfigError(f"badnets: a patch_size={s} patch margin={m} pixels from the edge does not fit "
-                              f"{h}×{w} images; use patch_size + margin <= {min(h, w)}.")
-        top = {"top": m, "bottom": h - m - s, "center": (h - s) // 2}[self.position.split("-")[0]]
-        left = {"left": m, "right": w - m - s, "center": (w - s) // 2}[self.position.split("-")[-1]]
-        mask, pattern = torch.zeros(1, h, w), torch.zeros(c, h, w)
-        mask[:, top:top + s, left:left + s] = 1.0
-        pattern[:, top:top + s, left:left + s] = self.patch(c)
-        return Trigger(mask, pattern)
+        return patch_trigger(shape, self.patch(shape[0]), self.margin, self.position, self.name)
 
     def patch(self, channels: int) -> torch.Tensor:
         s = self.patch_size
@@ -73,3 +63,19 @@ class BadNets(Attack):
               validation: Dataset | None = None) -> PoisonSet:
         return dirty_label_backdoor(self.name, train, threat, self.trigger(train.shape), self.mode,
                                     generator(seed, self.name), asdict(self))
+
+
+def patch_trigger(shape: tuple[int, int, int], patch: torch.Tensor, margin: int, position: str, attack: str,
+                  placement: str = "fixed", placement_seed: int = 0) -> Trigger:
+    """A C×s×s `patch` `margin` pixels in from `position` (a corner or the centre) of C×H×W images."""
+    c, h, w = shape
+    s, m = patch.shape[-1], margin
+    if s + m > min(h, w):
+        raise ConfigError(f"{attack}: a patch_size={s} patch margin={m} pixels from the edge does not fit "
+                          f"{h}×{w} images; use patch_size + margin <= {min(h, w)}.")
+    top = {"top": m, "bottom": h - m - s, "center": (h - s) // 2}[position.split("-")[0]]
+    left = {"left": m, "right": w - m - s, "center": (w - s) // 2}[position.split("-")[-1]]
+    mask, pattern = torch.zeros(1, h, w), torch.zeros(c, h, w)
+    mask[:, top:top + s, left:left + s] = 1.0
+    pattern[:, top:top + s, left:left + s] = patch
+    return Trigger(mask, pattern, placement, placement_seed)

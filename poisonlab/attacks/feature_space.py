@@ -104,18 +104,23 @@ def open_stack(attack, train: Dataset, threats: Sequence[ThreatModel], surrogate
                g: Callable[[int], torch.Generator]) -> Stack:
     """Each trial's opening (its bases drawn with `g(seed)`), stacked. The trials share the surrogates, the eps
     and the number of poisons (the trials of one scenario do)."""
-    if not threats or len(threats) != len(seeds):
-        raise ConfigError(f"{attack.name}: crafting trials together needs one seed per threat model; got "
-                          f"{len(threats)} threat models and {len(seeds)} seeds.")
-    if len({t.eps for t in threats}) > 1:
-        raise ConfigError(f"{attack.name}: trials crafted together must share eps; "
-                          f"got {sorted({t.eps for t in threats})}.")
+    check_group(attack, threats, seeds)
     openings = [open_targeted(attack, train, t, surrogate, g(s)) for t, s in zip(threats, seeds, strict=True)]
     sizes = {len(o.bases) for o in openings}
     if len(sizes) > 1:
         raise ConfigError(f"{attack.name}: trials crafted together must have as many poisons each; "
                           f"got {sorted(sizes)}.")
     return Stack(openings, torch.cat([o.bases for o in openings]), sizes.pop())
+
+
+def check_group(attack, threats: Sequence[ThreatModel], seeds: Sequence[int]) -> None:
+    """Trials crafted together: one seed per threat model, one eps."""
+    if not threats or len(threats) != len(seeds):
+        raise ConfigError(f"{attack.name}: crafting trials together needs one seed per threat model; got "
+                          f"{len(threats)} threat models and {len(seeds)} seeds.")
+    if len({t.eps for t in threats}) > 1:
+        raise ConfigError(f"{attack.name}: trials crafted together must share eps; "
+                          f"got {sorted({t.eps for t in threats})}.")
 
 
 def require_target_image(threat: ThreatModel, attack: str) -> torch.Tensor:

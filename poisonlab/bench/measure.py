@@ -47,9 +47,10 @@ def adversarial_loss(model: Classifier, target_image: torch.Tensor, target_class
 
 def targeted_part(networks: Networks, train: Dataset, test: Dataset, threat: ThreatModel, target, poison: PoisonSet,
                   victim: Classifier, control: Classifier, seed: int, together: int) -> TargetedPart:
-    """The target, the adversarial losses, and the poisons' relative feature loss on the pretrained network
-    beside that of random ±eps noise on the same bases."""
+    """The target, the adversarial losses (of the target with the trigger, for a triggered attack), and the
+    poisons' relative feature loss on the pretrained network beside that of random ±eps noise on the same bases."""
     image, bases = threat.target_image, train.x[poison.indices]
+    attacked = image if poison.trigger is None else poison.trigger.apply(image)
     noise = project(bases + threat.eps * torch.sign(torch.randn(poison.x.shape, generator=generator(seed, "noise"))),
                     bases, threat.eps)
     return TargetedPart(
@@ -57,8 +58,8 @@ def targeted_part(networks: Networks, train: Dataset, test: Dataset, threat: Thr
         target_image_class=int(test.y[target.position]), target_class=threat.target_class,
         base_indices=poison.indices.tolist(), setup=target.setup, bases_topped_up=target.topped_up,
         setups_skipped=target.setups_skipped,
-        target_adversarial_loss=adversarial_loss(victim, image, threat.target_class),
-        control_adversarial_loss=adversarial_loss(control, image, threat.target_class),
+        target_adversarial_loss=adversarial_loss(victim, attacked, threat.target_class),
+        control_adversarial_loss=adversarial_loss(control, attacked, threat.target_class),
         relative_feature_loss=relative_polytope_loss([networks.reference], poison.x, image),
         noise_feature_loss=relative_polytope_loss([networks.reference], noise, image),
         trials_crafted_together=together, pretrain_size=len(networks.pretrained_on),

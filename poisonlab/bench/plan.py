@@ -34,6 +34,12 @@ class Plan:
     device: torch.device
 
     @property
+    def targeted(self) -> bool:
+        """Each trial aims at one target test image: a targeted attack given no source class (an attack that also
+        reads a source class aims at that class's test images when given one)."""
+        return self.attack.targeted and self.scenario.source_class is None
+
+    @property
     def pretrains(self) -> bool:
         return self.scenario.setting != "scratch" or self.attack.needs != "nothing"
 
@@ -80,9 +86,13 @@ def check_threat_fields(plan: Plan) -> None:
             raises = ", ".join(sorted(attack.threat_fields())) or "none of them"
             raise ConfigError(f"{attack.name} does not read {name} (it reads {raises}); a run with "
                               f"{name}={getattr(scenario, name)} would ignore it: leave it out.")
-    if scenario.setups is not None and not attack.targeted:
+    if plan.targeted and scenario.target_class is not None:
+        raise ConfigError(f"{attack.name} without a source class runs the single-target protocol, which draws each "
+                          "trial's target image and attacker's class: leave --target-class out, or give "
+                          "--source-class too for the class-level protocol.")
+    if scenario.setups is not None and not plan.targeted:
         raise ConfigError(f"--setups gives the targets of targeted attacks (feature-collision, convex-polytope, ...); "
-                          f"{attack.name} has no target image: leave it out.")
+                          f"{attack.name} has no target image here: leave it out.")
 
 
 def check_networks(plan: Plan) -> None:

@@ -20,10 +20,10 @@ class TargetedPart:
     """A targeted trial: its target test image (official index, position in the loaded test split, own class), the
     class the attacker wants for it, the training-split positions whose images the poisons replaced (every attack
     of a trial replaces the same ones), where they came from (a setups file's entry, bases topped up, setups
-    skipped), the adversarial loss of the target on the victim and the control, the poisons' relative feature
-    loss on the pretrained network beside that of random ±eps noise on the same bases (bullseye's yardstick), how
-    many trials were crafted in one optimisation with this one, and how many images the pretrained networks
-    were trained on and whether none of them is in the victim's training set."""
+    skipped), the adversarial loss of the target (with the trigger, for a triggered attack) on the victim and the
+    control, the poisons' relative feature loss on the pretrained network beside that of random ±eps noise on the
+    same bases (bullseye's yardstick), how many trials were crafted in one optimisation with this one, and how many
+    images the pretrained networks were trained on and whether none of them is in the victim's training set."""
 
     target_image_index: int
     target_position: int

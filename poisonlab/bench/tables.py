@@ -134,10 +134,22 @@ def toxic_markdown(rows: list[dict]) -> str:
             cells = [toxic_cell(here.get((attack, c)), "attack_success", "attack_successes") for c in columns]
             lines.append(f"| {attack} | {255 * first['eps']:.3g}/255 | {first['n_poisons']} | " + " | ".join(cells)
                          + " |")
-        controls = [toxic_cell(next((r for (_, kn), r in here.items() if kn == c), None), "control_attack_success",
-                               "control_attack_successes") for c in columns]
-        lines += ["| control (un-optimised bases) | | | " + " | ".join(controls) + " |", ""]
+        lines += control_lines(here, columns)
     return "\n".join(lines)
+
+
+def control_lines(here: dict, columns: list) -> list[str]:
+    """The control row (the clean victim on the target), and one more for each attack whose control differs in
+    some column (a triggered attack's: the clean victim on the target with the trigger)."""
+    def cell(r: dict | None) -> str:
+        return toxic_cell(r, "control_attack_success", "control_attack_successes")
+    plain = [cell(next((r for (_, kn), r in here.items() if kn == c), None)) for c in columns]
+    lines = ["| control (un-optimised bases) | | | " + " | ".join(plain) + " |"]
+    for attack in dict.fromkeys(a for a, _ in here):
+        own = [cell(here.get((attack, c))) for c in columns]
+        if any(o not in ("–", p) for o, p in zip(own, plain, strict=True)):
+            lines.append(f"| control for {attack} (the target with its trigger) | | | " + " | ".join(own) + " |")
+    return lines + [""]
 
 
 def toxic_cell(r: dict | None, rate: str, count: str) -> str:

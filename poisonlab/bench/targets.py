@@ -65,8 +65,9 @@ def target_from_setups(path: str, trial: int, data: Splits, budget: int, g: torc
 
 
 def targeted_threat(threat: ThreatModel, target: Target, data: Splits) -> ThreatModel:
-    """The scenario's threat model with the trial's target image, its official index, the attacker's class
-    and the bases."""
+    """The scenario's threat model with the trial's target image, its official index and class, the attacker's
+    class and the bases."""
     return dataclasses.replace(threat, target_class=target.target_class,
                                target_image=data.test.x[target.position:target.position + 1],
+                               target_image_class=int(data.test.y[target.position]),
                                target_image_index=int(data.test.index[target.position]), base_indices=target.bases)

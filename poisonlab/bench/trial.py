@@ -94,7 +94,7 @@ def set_up(plan: Plan, networks: Networks | None, trial: int) -> TrialSetup:
     """The trial's data, its threat model (with the target image, for a targeted attack) and its victims."""
     seed, data = trial_seed(plan.scenario, trial), trial_data(plan, trial)
     threat, target = scenario_threat(plan, data), None
-    if plan.attack.targeted:
+    if plan.targeted:
         target = choose_target(plan.scenario, trial, data, networks, threat.budget, seed)
         threat = targeted_threat(threat, target, data)
     return TrialSetup(trial, seed, data, threat, target, VICTIMS[plan.scenario.setting](plan.scenario, data, networks,
@@ -126,7 +126,7 @@ def finish(plan: Plan, networks: Networks | None, setup: TrialSetup, poison: Poi
     control = control_victim(victims, setup.trial, cache_dir)
     victim = poisoned_victim(victims, setup.trial, poison, cache_dir) if len(poison) else control
     trained = time.perf_counter()
-    inputs = attack_inputs(poison, test, threat.target_image if plan.attack.targeted else None)
+    inputs = attack_inputs(poison, test, threat.target_image if plan.targeted else None)
     undefended, on_control = (measure(m, victims.test_predictions(m), test, threat, inputs) for m in (victim, control))
     final, defense = undefended, None
     if plan.defense is not None:
