@@ -134,7 +134,9 @@ def backdoor_labels(y: torch.Tensor, mode: str | None, target_class: int | None,
 
 @dataclass(frozen=True)
 class Trigger:
-    """A backdoor trigger: `apply(x) = (1 - mask) * x + mask * pattern` (mask in [0, 1], C×H×W or 1×H×W).
+    """A backdoor trigger: `apply(x) = (1 - mask) * x + mask * pattern` (mask in [0, 1], C×H×W or 1×H×W), or with
+    `blend="add"` `clamp(x + mask * pattern, 0, 1)` (the pattern a signed change, in [-1, 1]: Turner et al.'s
+    reduced-amplitude trigger adds ±amplitude).
 
     A patch trigger has mask 1 on the patch; a blended trigger has mask = alpha everywhere. With
     `placement="random"` the patch (the box where the mask is non-zero) is pasted at a place drawn uniformly per
@@ -146,10 +148,13 @@ class Trigger:
     pattern: torch.Tensor
     placement: Literal["fixed", "random"] = "fixed"
     placement_seed: int = 0
+    blend: Literal["paste", "add"] = "paste"
 
     def __post_init__(self) -> None:
         if self.placement not in ("fixed", "random"):
             raise DataError(f"trigger placement {self.placement!r} must be 'fixed' or 'random'.")
+        if self.blend not in ("paste", "add"):
+            raise DataError(f"trigger blend {self.blend!r} must be 'paste' or 'add'.")
 
     def apply(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
         if x.shape[-2:] != self.pattern.shape[-2:]:
@@ -157,6 +162,8 @@ class Trigger:
                             f"{tuple(x.shape[-2:])}.")
         mask, pattern = (self.mask, self.pattern) if self.placement == "fixed" else self.placed(len(x), g)
         mask, pattern = mask.to(x.device), pattern.to(x.device)
+        if self.blend == "add":
+            return (x + mask * pattern).clamp(0.0, 1.0)
         return (1 - mask) * x + mask * pattern
 
     def placed(self, n: int, g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,6 +269,8 @@ class PoisonSet:
                 "insertion": self.insertion, "source_class": self.source_class}
         if self.trigger is not None and self.trigger.placement != "fixed":
             meta |= {"trigger_placement": self.trigger.placement, "trigger_placement_seed": self.trigger.placement_seed}
+        if self.trigger is not None and self.trigger.blend != "paste":
+            meta |= {"trigger_blend": self.trigger.blend}
         arrays = {"indices": self.indices.numpy(), "x": self.x.numpy(), "y": self.y.numpy(),
                   "metadata": np.array(json.dumps(meta, default=str))}
         if self.trigger is not None:
@@ -299,7 +308,7 @@ class PoisonSet:
             if not {"trigger_mask", "trigger_pattern"} <= arrays.keys():
                 raise DataError(f"{path} holds half a trigger (trigger_mask and trigger_pattern go together).")
             trigger = Trigger(torch.from_numpy(arrays["trigger_mask"]), torch.from_numpy(arrays["trigger_pattern"]),
-                              meta["trigger_placement"], meta["trigger_placement_seed"])
+                              meta["trigger_placement"], meta["trigger_placement_seed"], meta["trigger_blend"])
         return cls(torch.from_numpy(indices.astype(np.int64)), torch.from_numpy(x),
                    torch.from_numpy(y.astype(np.int64)), meta["num_classes"], meta["attack"], meta["target_class"],
                    trigger, meta["backdoor_mode"], target_image_index, meta["params"], meta["insertion"],
@@ -324,6 +333,7 @@ class PoisonSetMeta(BaseModel):
     source_class: int | None = Field(None, ge=0)
     trigger_placement: Literal["fixed", "random"] = "fixed"
     trigger_placement_seed: int = 0
+    trigger_blend: Literal["paste", "add"] = "paste"
 
 
 def read_manifest(path: Path, metadata: np.ndarray) -> dict:

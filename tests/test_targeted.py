@@ -180,16 +180,19 @@ def test_device_names_are_checked_and_a_missing_gpu_is_a_clear_error():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a machine without a GPU gives")
 def test_toxic_cifar10_suite_asks_for_a_gpu_and_fails_before_loading_data(tmp_path):
-    """The paper-scale suite is valid (21 scenarios: JHT's ResNet-18 white- and grey-box, MobileNetV2 and VGG11
+    """The paper-scale suite is valid (27 scenarios: JHT's ResNet-18 white- and grey-box, MobileNetV2 and VGG11
     black-box victims, extractors pretrained on CIFAR-100, victims on the first 250 images of each class; 100
     trials, device cuda) and on a CPU-only machine stops at once with the device error, not after minutes of
     loading or training."""
     from poisonlab.bench.suites import load_suite
 
     suite = load_suite("toxic-cifar10", data_root=str(tmp_path / "absent"))
-    assert len(suite.scenarios) == 21 and suite.toxic
+    assert len(suite.scenarios) == 27 and suite.toxic
     htbd = [s for s in suite.scenarios if s.attack == "hidden-trigger"]
-    assert len(htbd) == 4 and {s.setting for s in htbd} == {"frozen"}
+    assert len(htbd) == 5 and sorted(s.setting for s in htbd) == ["frozen"] * 4 + ["scratch"]
+    clbd = [s for s in suite.scenarios if s.attack == "clean-label-backdoor"]
+    assert len(clbd) == 5 and {(s.attack_params["variant"], s.attack_params["patch_size"]) for s in clbd} == {
+        ("jht", 5)}
     assert {(s.attack_params["method"], s.attack_params["lr"], s.attack_params["steps"], s.attack_params["augment"])
             for s in htbd} == {("gd", 0.001, 5000, False)}
     assert {s.device for s in suite.scenarios} == {"cuda"} and {s.trials for s in suite.scenarios} == {100}
@@ -217,7 +220,8 @@ def test_toxic_suites_pretrain_the_scratch_surrogate_by_the_victims_sgd_recipe(n
 
     scratch = [s for s in load_suite(name, data_root=str(tmp_path)).scenarios if s.setting == "scratch"]
     # metapoison (not in JHT's tables) runs from scratch on the GPU suite; on the CPU, benchmarks/toxic_scratch.py
-    assert {s.attack for s in scratch} == {"witches-brew"} | ({"metapoison"} if name == "toxic-cifar10" else set())
+    assert {s.attack for s in scratch} == {"witches-brew", "clean-label-backdoor", "hidden-trigger"} | (
+        {"metapoison"} if name == "toxic-cifar10" else set())
     for s in scratch:
         assert s.pretrain_recipe == s.recipe and s.recipe.optimizer == "sgd"
 
@@ -293,7 +297,7 @@ def toy(scenario, train_size=160, test_size=40, budget=4):
     steps = {"feature-collision": {"steps": 2}, "convex-polytope": {"steps": 2}, "bullseye-polytope": {"steps": 2},
              "witches-brew": {"steps": 2, "restarts": 2},
              "metapoison": {"steps": 1, "stages": 2, "stage_epochs": 1, "batch_size": 8},
-             "hidden-trigger": {"steps": 2}}
+             "hidden-trigger": {"steps": 2}, "clean-label-backdoor": {"steps": 2}}
     data = scenario.model_dump(mode="json")
     short = {"epochs": 1, "batch_size": 32}
     data.update(train_size=train_size, test_size=test_size, budget=budget, device="cpu",
@@ -305,7 +309,7 @@ def toy(scenario, train_size=160, test_size=40, budget=4):
 
 @pytest.mark.slow
 def test_every_cell_of_the_gpu_suite_runs_end_to_end_on_the_cpu_at_toy_scale(cifar_subset_path, tmp_path):
-    """toxic-cifar10 has not run on a GPU here (CI has none). Each of its 21 scenarios runs one toy trial on the CPU:
+    """toxic-cifar10 has not run on a GPU here (CI has none). Each of its 27 scenarios runs one toy trial on the CPU:
     ResNet-18 pretrained by the suite's step-SGD recipe, frozen and fine-tuned victims, grey-box (another seed)
     and black-box (convnet-wide + resnet8) surrogates, witches' brew with restarts and metapoison's staggered
     ensemble through ResNet-18, scratch victims; everything but the device itself."""
@@ -317,7 +321,7 @@ def test_every_cell_of_the_gpu_suite_runs_end_to_end_on_the_cpu_at_toy_scale(cif
                        pretrain_data_root=str(tmp_path / "c100"))
     cells = [toy(s) for s in suite.scenarios]
     rows = summarize(run_scenarios(cells, tmp_path, progress=False), cells)
-    assert len(rows) == 21 and {r["trials"] for r in rows} == {1}
+    assert len(rows) == 27 and {r["trials"] for r in rows} == {1}
     assert {(r["setting"], r["knowledge"], r["model"]) for r in rows} == {
         ("frozen", "white-box", "resnet18"), ("frozen", "grey-box", "resnet18"), ("frozen", "black-box", "vgg11"),
         ("frozen", "black-box", "mobilenet-v2"), ("finetune", "white-box", "resnet18"),

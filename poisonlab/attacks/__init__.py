@@ -12,6 +12,7 @@ from .base import THREAT_FIELDS, Attack
 from .bilevel_linear import BilevelLinear
 from .blended import Blended
 from .bullseye_polytope import BullseyePolytope
+from .clean_label_backdoor import CleanLabelBackdoor
 from .convex_polytope import ConvexPolytope
 from .feature_collision import FeatureCollision
 from .hidden_trigger import HiddenTrigger
@@ -24,7 +25,7 @@ from .witches_brew import WitchesBrew
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT,
                                                        BilevelLinear, BackGradient, FeatureCollision,
                                                        ConvexPolytope, BullseyePolytope, WitchesBrew,
-                                                       MetaPoison, HiddenTrigger)}
+                                                       MetaPoison, HiddenTrigger, CleanLabelBackdoor)}
 
 
 def make_attack(name: str, **params) -> Attack:
@@ -47,5 +48,5 @@ def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, valida
 
 
 __all__ = ["ALFA", "ATTACKS", "SVMKKT", "THREAT_FIELDS", "Attack", "BackGradient", "BadNets", "BilevelLinear",
-           "Blended", "BullseyePolytope", "ConvexPolytope", "FeatureCollision", "HiddenTrigger", "LabelFlip",
-           "MetaPoison", "NoAttack", "WitchesBrew", "check_compatible", "make_attack"]
+           "Blended", "BullseyePolytope", "CleanLabelBackdoor", "ConvexPolytope", "FeatureCollision", "HiddenTrigger",
+           "LabelFlip", "MetaPoison", "NoAttack", "WitchesBrew", "check_compatible", "make_attack"]

@@ -65,6 +65,12 @@ class Attack(ABC):
         """The threat-model fields (of THREAT_FIELDS) that this attack, with these parameters, reads."""
         return self.honours
 
+    def single_target(self, scenario) -> bool:
+        """Whether trials under `scenario` (anything with a target and a source class) run the single-target
+        protocol: the runner draws one target test image and the attacker's class per trial. A targeted attack
+        does unless given a source class (an attack that also reads one then aims at that class's test images)."""
+        return self.targeted and scenario.source_class is None
+
     def goal(self, threat: ThreatModel) -> Literal["integrity", "availability"] | None:
         """What the attack pursues against `threat` (or a scenario: anything with a target and a source class);
         None: nothing, the clean baseline."""

@@ -35,9 +35,8 @@ class Plan:
 
     @property
     def targeted(self) -> bool:
-        """Each trial aims at one target test image: a targeted attack given no source class (an attack that also
-        reads a source class aims at that class's test images when given one)."""
-        return self.attack.targeted and self.scenario.source_class is None
+        """Each trial aims at one target test image (`Attack.single_target`)."""
+        return self.attack.single_target(self.scenario)
 
     @property
     def pretrains(self) -> bool:
