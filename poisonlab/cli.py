@@ -217,6 +217,8 @@ def craft(
 ) -> None:
     """Craft poisons against a data set's (seeded) training subset and save them as a PoisonSet, for `scan` or for
     anyone's training pipeline. Attacks that need a surrogate or validation data run through `run`."""
+    from types import SimpleNamespace
+
     from .attacks import check_compatible, make_attack
     from .bench.scenario import parse_budget, parse_params
     from .data import load_dataset
@@ -227,8 +229,11 @@ def craft(
     out = check_writable(out.with_suffix(".npz"), "the poison set", folder=False)
     chosen = make_attack(attack, **parse_params(param or [], "attack"))
     if chosen.needs != "nothing" or chosen.needs_validation or chosen.targeted:
+        asked = SimpleNamespace(target_class=target_class, source_class=None)
+        class_level = chosen.targeted and not chosen.single_target(asked)
         either = " (or a source class)" if "source_class" in chosen.threat_fields() else ""
-        needs = f"a target image{either} and a pretrained network" if chosen.targeted else \
+        needs = "a pretrained network to craft on" if class_level else \
+            f"a target image{either} and a pretrained network" if chosen.targeted else \
             f"a surrogate model for its {chosen.needs}" if chosen.needs != "nothing" else \
             "the attacker's validation set"
         raise ConfigError(f"{attack} needs {needs}, which `craft` does not build; run it with `poisonlab run "

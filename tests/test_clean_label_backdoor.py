@@ -1,5 +1,7 @@
 """Clean-label backdoor (Turner et al. 2019; JHT's variant): its triggers, its two protocols and its effect."""
 
+import re
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -125,3 +127,17 @@ def test_from_scratch_the_hard_poisons_plant_the_trigger_beyond_the_trigger_alon
     trigger_alone, _, alone_trials = pooled(steps=0, random_start=False)
     assert hard >= control + 0.15 and hard >= trigger_alone + 0.1, (hard, trigger_alone, control)
     assert sum(h > a for h, a in zip(hard_trials, alone_trials, strict=True)) >= 5
+
+
+@pytest.mark.parametrize("attack, args, message", [
+    ("clean-label-backdoor", ["--target-class", "3"], "needs a pretrained network to craft on"),
+    ("clean-label-backdoor", [], "needs a target image"),
+    ("hidden-trigger", ["--target-class", "3"], r"needs a target image \(or a source class\)")])
+def test_craft_says_what_the_backdoors_need_and_points_to_run(attack, args, message, tmp_path):
+    from tests.test_cli import poisonlab
+
+    result = poisonlab("craft", str(tmp_path / "p.npz"), "--attack", attack, *args)
+    assert result.returncode == 2 and "poisonlab run --attack" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and re.search(message, result.stderr)
+    assert not list(tmp_path.iterdir())
+
