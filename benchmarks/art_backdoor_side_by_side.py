@@ -70,7 +70,7 @@ def clean_label(args: argparse.Namespace) -> None:
                                            trials=max(args.trials) + 1, target_class=target,
                                            recipe=SCRATCH_RECIPE, pretrain=SCRATCH_RECIPE))
         plan, networks, [setup] = prepare_trials(scenario, [trial], f"{args.out}/models")
-        train, test, threat = setup.data.train, setup.data.test, setup.threat
+        train, threat = setup.data.train, setup.threat
         start = time.perf_counter()
         ours = plan.attack.craft(train, threat, networks.surrogate, seed=setup.seed)
         ours_s = time.perf_counter() - start
@@ -84,14 +84,8 @@ def clean_label(args: argparse.Namespace) -> None:
         theirs = PoisonSet(ours.indices, torch.from_numpy(np.asarray(x, np.float32)).clamp(0, 1), ours.y.clone(), 10,
                            "art-clean-label-backdoor", target, ours.trigger, "all-to-one")
         art_s = time.perf_counter() - start
-        for tool, poison, seconds in (("poisonlab", ours, ours_s), ("ART", theirs, art_s)):
-            rate = attack_success_rate(setup.victims.train(poison), test, poison)
-            rows[tool][0] += rate.successes
-            rows[tool][1] += rate.total
-            rows[tool][2] += seconds
-            rows[tool][3].append(rate.successes / rate.total)
-        print(f"clean-label-backdoor target {target} trial {trial}: poisonlab {rows['poisonlab'][3][-1]:.1%} "
-              f"({ours_s:.2f} s), ART {rows['ART'][3][-1]:.1%} ({art_s:.2f} s)", flush=True)
+        measure(rows, setup, {"poisonlab": (ours, ours_s), "ART": (theirs, art_s)},
+                f"clean-label-backdoor target {target} trial {trial}")
     report("clean-label-backdoor", rows, len(args.targets) * len(args.trials))
 
 
@@ -107,7 +101,7 @@ def hidden_trigger(args: argparse.Namespace) -> None:
                                            source_class=source, target_class=target,
                                            attack_params={"placement": "fixed"}))
         plan, networks, [setup] = prepare_trials(scenario, [0], f"{args.out}/models")
-        train, test, threat = setup.data.train, setup.data.test, setup.threat
+        train, threat = setup.data.train, setup.threat
         start = time.perf_counter()
         ours = plan.attack.craft(train, threat, networks.surrogate, seed=setup.seed)
         ours_s = time.perf_counter() - start
@@ -126,15 +120,22 @@ def hidden_trigger(args: argparse.Namespace) -> None:
         chosen = both[torch.as_tensor(positions, dtype=torch.long)]
         theirs = PoisonSet(chosen, torch.from_numpy(np.asarray(x, np.float32)), train.y[chosen].clone(), 10,
                            "art-hidden-trigger", target, ours.trigger, source_class=source)
-        for tool, poison, seconds in (("poisonlab", ours, ours_s), ("ART", theirs, art_s)):
-            rate = attack_success_rate(setup.victims.train(poison), test, poison)
-            rows[tool][0] += rate.successes
-            rows[tool][1] += rate.total
-            rows[tool][2] += seconds
-            rows[tool][3].append(rate.successes / rate.total)
-        print(f"hidden-trigger {source} -> {target}: poisonlab {rows['poisonlab'][3][-1]:.1%} ({ours_s:.1f} s), "
-              f"ART {rows['ART'][3][-1]:.1%} ({art_s:.1f} s)", flush=True)
+        measure(rows, setup, {"poisonlab": (ours, ours_s), "ART": (theirs, art_s)},
+                f"hidden-trigger {source} -> {target}")
     report("hidden-trigger", rows, args.pairs)
+
+
+def measure(rows: dict, setup, tools: dict, what: str) -> None:
+    """Each tool's poisons train the trial's victim (the same seed); its triggered success and crafting time
+    join the tool's row."""
+    for tool, (poison, seconds) in tools.items():
+        rate = attack_success_rate(setup.victims.train(poison), setup.data.test, poison)
+        rows[tool][0] += rate.successes
+        rows[tool][1] += rate.total
+        rows[tool][2] += seconds
+        rows[tool][3].append(rate.successes / rate.total)
+    print(f"{what}: " + ", ".join(f"{tool} {rows[tool][3][-1]:.1%} ({seconds:.2f} s)"
+                                  for tool, (_, seconds) in tools.items()), flush=True)
 
 
 def report(kind: str, rows: dict, n: int) -> None:
