@@ -45,8 +45,8 @@ class CleanLabelBackdoor(CleanLabelTargeted):
     target *with* the trigger classified as it.
 
     Departures: PGD runs on the victim's pretrained network (or the grey/black-box surrogates), not on an
-    adversarially trained one (Turner's and JHT's default; theirs transfer better); the JHT variant's trigger is
-    this pattern, not JHT's `clbd.png` image."""
+    adversarially trained one (Turner's and JHT's default); the JHT variant's trigger is this pattern, not JHT's
+    `clbd.png` image."""
 
     name: ClassVar[str] = "clean-label-backdoor"
     summary: ClassVar[str] = ("clean-label backdoor: target-class images made hard by PGD, then triggered, labels "
