@@ -18,7 +18,8 @@ FAST = {"svm-kkt": {"steps": 5}, "bilevel-linear": {"steps": 3},  # keep each ca
         "back-gradient": {"steps": 2, "train_steps": 10},  # the effect tests use the defaults
         "feature-collision": {"steps": 5}, "convex-polytope": {"steps": 5}, "bullseye-polytope": {"steps": 5},
         "witches-brew": {"steps": 3}, "metapoison": {"steps": 2, "stages": 2, "stage_epochs": 1, "batch_size": 16},
-        "hidden-trigger": {"steps": 5, "patch_size": 2, "margin": 1}, "clean-label-backdoor": {"steps": 3}}
+        "hidden-trigger": {"steps": 5, "patch_size": 2, "margin": 1}, "clean-label-backdoor": {"steps": 3},
+        "sleeper-agent": {"steps": 3, "patch_size": 2}}
 
 
 def make(name, **params):
@@ -101,7 +102,9 @@ def test_same_seed_same_poisons_other_seed_other_poisons(name, task, threat, sur
     a, b = (attack.craft(task.train, threat, surrogate, seed=4, validation=task.val) for _ in range(2))
     c = attack.craft(task.train, threat, surrogate, seed=5, validation=task.val)
     assert torch.equal(a.x, b.x) and torch.equal(a.indices, b.indices) and torch.equal(a.y, b.y)
-    if name != "none":
+    if name == "sleeper-agent":  # it perturbs the target-class images of largest gradient norm, whatever the seed
+        assert not torch.equal(a.x, c.x)
+    elif name != "none":
         assert not torch.equal(a.indices, c.indices)
 
 
@@ -136,6 +139,9 @@ def test_unknown_parameters_are_refused(name):
     ("hidden-trigger", {"decay": 0}, r"decay in \(0, 1\]"),
     ("clean-label-backdoor", {"variant": "madry"}, "variant='madry' is not one of"),
     ("clean-label-backdoor", {"amplitude": 0}, r"amplitude in \(0, 1\]"),
+    ("sleeper-agent", {"selection": "max-loss"}, "selection='max-loss' is not one of"),
+    ("sleeper-agent", {"retrain_every": -1}, "retrain_every, retrain_epochs and sources >= 0"),
+    ("sleeper-agent", {"recipe": {"epochs": 0}}, "epochs"),
 ])
 def test_bad_parameter_values_are_refused(name, params, message):
     with pytest.raises(ConfigError, match=message):
@@ -162,7 +168,8 @@ def test_bilevel_attacks_say_what_data_they_need(digits, task):
         check_compatible(make("svm-kkt"), ThreatModel.for_data(task.train, 3))
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if ATTACKS[n].targeted and n != "clean-label-backdoor"])
+@pytest.mark.parametrize("name", [n for n in NAMES if ATTACKS[n].targeted  # those that may take a target image
+                                  and ATTACKS[n].single_target is Attack.single_target])
 def test_targeted_attacks_say_they_need_a_target_image_and_a_surrogate(name, task, surrogate):
     with pytest.raises(ConfigError, match="target image"):
         make(name).craft(task.train, ThreatModel.for_data(task.train, 3, target_class=1), surrogate)

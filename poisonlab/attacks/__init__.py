@@ -19,13 +19,14 @@ from .hidden_trigger import HiddenTrigger
 from .label_flip import LabelFlip
 from .metapoison import MetaPoison
 from .none import NoAttack
+from .sleeper_agent import SleeperAgent
 from .svm_kkt import SVMKKT
 from .witches_brew import WitchesBrew
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (NoAttack, LabelFlip, ALFA, BadNets, Blended, SVMKKT,
                                                        BilevelLinear, BackGradient, FeatureCollision,
                                                        ConvexPolytope, BullseyePolytope, WitchesBrew,
-                                                       MetaPoison, HiddenTrigger, CleanLabelBackdoor)}
+                                                       MetaPoison, HiddenTrigger, CleanLabelBackdoor, SleeperAgent)}
 
 
 def make_attack(name: str, **params) -> Attack:
@@ -42,6 +43,7 @@ def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, valida
                           "attack or set clean_label to false.")
     if attack.needs != "nothing" and surrogate is None and not surrogate_from_trial:
         raise ConfigError(f"{attack.name} needs a surrogate model for its {attack.needs}; none was given.")
+    attack.check_threat(threat)
     if attack.needs_validation and (validation is None or len(validation) == 0):
         raise ConfigError(f"{attack.name} maximises the loss on the attacker's validation set: pass --val-size N "
                           "(drawn from the training split, disjoint from the training samples).")
@@ -49,4 +51,4 @@ def check_compatible(attack: Attack, threat: ThreatModel, surrogate=None, valida
 
 __all__ = ["ALFA", "ATTACKS", "SVMKKT", "THREAT_FIELDS", "Attack", "BackGradient", "BadNets", "BilevelLinear",
            "Blended", "BullseyePolytope", "CleanLabelBackdoor", "ConvexPolytope", "FeatureCollision", "HiddenTrigger",
-           "LabelFlip", "MetaPoison", "NoAttack", "WitchesBrew", "check_compatible", "make_attack"]
+           "LabelFlip", "MetaPoison", "NoAttack", "SleeperAgent", "WitchesBrew", "check_compatible", "make_attack"]

@@ -30,6 +30,8 @@ class Attack(ABC):
     are those `craft` gives it alone).
     `augments_like_victim`: the attack has an `augment` field that the runner sets to match the victim's
     training recipe unless the scenario sets it.
+    `retrains_surrogate`: the attack trains networks while crafting; it has a `recipe` field that the runner sets
+    to the recipe its surrogates were pretrained by unless the scenario sets it.
     `honours`: the threat-model fields beyond the budget that the attack reads (of THREAT_FIELDS); a scenario
     setting another one is refused (`threat_fields` narrows it by the attack's own parameters).
     `pursues`: the goal the attack pursues whatever its threat model, or None: integrity when a target or
@@ -43,6 +45,7 @@ class Attack(ABC):
     needs_validation: ClassVar[bool] = False
     crafts_together: ClassVar[bool] = False
     augments_like_victim: ClassVar[bool] = False
+    retrains_surrogate: ClassVar[bool] = False
     honours: ClassVar[frozenset[str]] = frozenset()
     pursues: ClassVar[Literal["integrity", "availability"] | None] = None
 
@@ -55,6 +58,10 @@ class Attack(ABC):
                     surrogate: Classifier | list[Classifier] | None, seeds: Sequence[int]) -> list[PoisonSet]:
         """Several trials' poisons (one optimisation where `crafts_together`)."""
         return [self.craft(train, t, surrogate, seed=s) for t, s in zip(threats, seeds, strict=True)]
+
+    def check_threat(self, threat: ThreatModel) -> None:
+        """A ConfigError if the threat model lacks what the attack needs (checked before any network trains)."""
+        return None
 
     def check_shape(self, shape: tuple[int, int, int]) -> None:
         """A ConfigError if these parameters cannot work on C×H×W images of `shape` (a trigger that does not fit):

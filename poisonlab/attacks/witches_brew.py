@@ -3,6 +3,7 @@ adversarial gradient, so that training on them pulls the target toward the adver
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -40,11 +41,46 @@ def gradient_alignment(models: list[Classifier], poisons: torch.Tensor, labels: 
     gradients when already computed (target_gradients; they do not change while the poisons are optimised)."""
     if target_grads is None:
         target_grads = target_gradients(models, target, adversarial_class)
+    return alignment(models, poisons, labels, target_grads, create_graph)
+
+
+def alignment(models: list[Classifier], poisons: torch.Tensor, labels: torch.Tensor, grads: list[torch.Tensor],
+              create_graph: bool = False) -> torch.Tensor:
+    """Mean over models of the cosine between the poisons' training gradient and that model's entry of `grads`."""
     total = poisons.new_zeros(())
-    for m, target_grad in zip(models, target_grads, strict=True):
-        poison_grad = parameter_gradient(m, poisons, labels, create_graph=create_graph)
-        total = total + F.cosine_similarity(poison_grad, target_grad, dim=0)
+    for m, grad in zip(models, grads, strict=True):
+        total = total + F.cosine_similarity(parameter_gradient(m, poisons, labels, create_graph=create_graph), grad,
+                                            dim=0)
     return total / len(models)
+
+
+def match(models: list[Classifier], bases: torch.Tensor, labels: torch.Tensor, grads: list[torch.Tensor], eps: float,
+          steps: int, lr: float, augment_views: bool, g: torch.Generator, init: str = "uniform",
+          refresh: Callable[[int, torch.Tensor], tuple[list[Classifier], list[torch.Tensor]] | None] | None = None
+          ) -> torch.Tensor:
+    """Poisons in the eps box of `bases` whose gradient on (poisons, labels) aligns with `grads` (one per model):
+    Adam on the signed gradient of 1 - alignment at `lr`, divided by 10 at 3/8, 5/8 and 7/8 of the steps, from a
+    start uniform in the box (`init="uniform"`) or Gaussian with deviation eps clipped to it ("randn"), with a
+    random flip and crop of the poisons at each step when `augment_views`. After each step `refresh(step, poisons)`
+    may return new models and gradients to match from then on (sleeper agent's retraining)."""
+    noise = torch.rand(bases.shape, generator=g) * 2 - 1 if init == "uniform" else torch.randn(bases.shape, generator=g)
+    delta = (noise.to(bases.device) * eps).clamp(-eps, eps).requires_grad_(True)
+    optimizer = torch.optim.Adam([delta], lr=lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [steps * k // 8 for k in (3, 5, 7)], 0.1)
+    for step in range(steps):
+        x = (bases + delta).clamp(0, 1)
+        if augment_views:
+            x = augment(x, "flip-crop", g)
+        loss = 1 - alignment(models, x, labels, grads, create_graph=True)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta.grad = grad.sign()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            delta.copy_(project(bases + delta, bases, eps) - bases)
+        if refresh is not None and (renewed := refresh(step, (bases + delta.detach()).clamp(0, 1))) is not None:
+            models, grads = renewed
+    return (bases + delta.detach()).clamp(0, 1)
 
 
 @dataclass(frozen=True)
@@ -87,21 +123,4 @@ class WitchesBrew(GradientAttack):
         return opening.poison_set(self, best, threat, alignment=best_alignment)
 
     def brew(self, models, bases, labels, target, threat, target_grads, g) -> torch.Tensor:
-        eps = threat.eps
-        delta = ((torch.rand(bases.shape, generator=g).to(bases.device) * 2 - 1) * eps).requires_grad_(True)
-        optimizer = torch.optim.Adam([delta], lr=self.lr)
-        milestones = [self.steps * k // 8 for k in (3, 5, 7)]
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
-        for _ in range(self.steps):
-            x = (bases + delta).clamp(0, 1)
-            if self.augment:
-                x = augment(x, "flip-crop", g)
-            loss = 1 - gradient_alignment(models, x, labels, target, threat.target_class, create_graph=True,
-                                          target_grads=target_grads)
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta.grad = grad.sign()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                delta.copy_(project(bases + delta, bases, eps) - bases)
-        return (bases + delta.detach()).clamp(0, 1)
+        return match(models, bases, labels, target_grads, threat.eps, self.steps, self.lr, self.augment, g)

@@ -44,11 +44,14 @@ class Plan:
 
 
 def make_plan(scenario: Scenario) -> Plan:
-    """The scenario's attack (its `augment` matched to the victim's recipe where it declares so) and defense,
+    """The scenario's attack (its `augment` matched to the victim's recipe and its retraining `recipe` to the
+    surrogates' pretraining recipe, where it declares so) and defense,
     after every check that needs no data."""
     attack = make_attack(scenario.attack, **scenario.attack_params)
     if attack.augments_like_victim and "augment" not in scenario.attack_params:
         attack = dataclasses.replace(attack, augment=scenario.recipe.augment != "none")
+    if attack.retrains_surrogate and "recipe" not in scenario.attack_params:
+        attack = dataclasses.replace(attack, recipe=scenario.pretrain_recipe)
     defense = None if scenario.defense == "none" else make_defense(scenario.defense, **scenario.defense_params)
     plan = Plan(scenario, attack, defense, resolve_device(scenario.device))
     check_threat_fields(plan)
