@@ -208,7 +208,7 @@ def test_toxic_cifar10_suite_asks_for_a_gpu_and_fails_before_loading_data(tmp_pa
     assert {s.attack_params.get("steps") for s in transfer if "polytope" in s.attack} == {1200}
     with pytest.raises(ConfigError, match="sees no CUDA GPU"):
         run_trials(suite.scenarios[0], [0])
-    with pytest.raises(ConfigError, match="targeted suites"):
+    with pytest.raises(ConfigError, match="--device picks the device of the suites that train on one"):
         load_suite("quick", device="cuda")
 
 

@@ -46,10 +46,13 @@ def load_suite(name: str, data_root: str | None = None, trials: int | None = Non
     that pretrain: frozen and fine-tuned victims). Without `protocol`, the suite's own `protocol:` if it names
     one. `pretrain_data_root` is where the groups that pretrain on another data set (`pretrain_dataset`) find it."""
     spec = suite_spec(name)
-    for flag, value in (("--setups", setups), ("--device", device), ("--protocol", protocol)):
+    for flag, value in (("--setups", setups), ("--protocol", protocol)):
         if value is not None and not spec.get("toxic"):
             raise ConfigError(f"{flag} is for the targeted suites (toxic, toxic-cifar10); suite {name!r} has no "
                               "targeted attacks.")
+    if device is not None and not spec.get("toxic") and not any("device" in g["base"] for g in spec["groups"]):
+        raise ConfigError(f"--device picks the device of the suites that train on one (toxic, toxic-cifar10, "
+                          f"backdoors-cifar10); suite {name!r} runs on the CPU.")
     protocol = protocol if protocol is not None else spec.get("protocol")
     pretraining = any("pretrain_dataset" in g["base"] for g in spec["groups"]) or \
         "pretrain_dataset" in spec.get("protocols", {}).get(protocol, {})
