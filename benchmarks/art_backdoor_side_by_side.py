@@ -1,6 +1,6 @@
 """clean-label-backdoor and hidden-trigger side by side with IBM's Adversarial Robustness Toolbox
-(`PoisoningAttackCleanLabelBackdoor`, `HiddenTriggerBackdoorPyTorch`), class-level, on the same network, data,
-classes, bases, sources, trigger, budget and eps: the CIFAR-10 subset.
+(`PoisoningAttackCleanLabelBackdoor`, `HiddenTriggerBackdoorPyTorch`, `SleeperAgentAttack`), class-level, on the
+same network, data, classes, bases, sources, trigger, budget and eps: the CIFAR-10 subset.
 
 Clean-label backdoor: from scratch (the convnet surrogate pretrained by the toxic suite's SGD recipe on the 4,000
 training images; each tool's poisons train a fresh convnet by the same recipe), 50 poisons at 16/255, the 3×3
@@ -16,11 +16,21 @@ fixed place (5 pixels in from the bottom-right corner) for both; ART (given exac
 its defaults (lr 0.001 × 0.95 every 2,000 iterations, up to 5,000, batches of 100), poisonlab at its defaults
 (Adam 300 steps through the victim's flips and crops).
 
+Sleeper agent: from scratch as the clean-label backdoor (pairs `--sa-pairs`, trial 0 of each), 40 poisons (1%) at
+16/255, the 8x8 random-bit patch at random places, both tools selecting the target-class images of largest gradient
+norm on the pretrained convnet and matching the gradient of all the source class's triggered training images.
+poisonlab at its defaults (250 signed-Adam steps through flips and crops, the convnet retrained 4 times by its
+pretraining recipe); ART at its defaults (250 epochs, its schedule 0.1/0.01/0.001/0.0001, one trial) without its
+retraining: in ART 1.20.1 the model it retrains is not the one its gradient matching uses (bound with the source
+gradient before the retraining loop), so retraining would only add time. The control (the clean convnet) is
+printed beside. poisonlab's poisons are read from --out when a run of the same cell kept them there (`poisonlab run
+-c sa-cell.yaml ... --out OUT`, docs/attacks/sleeper-agent.md), with the crafting time they took.
+
 Prints each tool's pooled success, per target or pair, and crafting time. Needs the benchmark extra:
 pip install -e ".[bench]".
 
 python benchmarks/art_backdoor_side_by_side.py --data-root PATH/cifar10_subset.npz [--targets 0,2,5,7]
-    [--trials 0,1] [--pairs 4] [--kinds clean-label-backdoor,hidden-trigger]
+    [--trials 0,1] [--pairs 4] [--sa-pairs 3:5,0:1,1:2,2:3] [--kinds clean-label-backdoor,hidden-trigger,sleeper-agent]
 """
 
 from __future__ import annotations
@@ -34,7 +44,8 @@ import torch
 from torch import nn
 
 from poisonlab.bench.scenario import scenario_from_dict
-from poisonlab.bench.trial import prepare_trials
+from poisonlab.bench.trial import prepare_trials, reuse_or_craft
+from poisonlab.bench.victims import control_victim
 from poisonlab.device import keep_freed_memory
 from poisonlab.metrics import attack_success_rate
 from poisonlab.threat import PoisonSet
@@ -125,6 +136,55 @@ def hidden_trigger(args: argparse.Namespace) -> None:
     report("hidden-trigger", rows, args.pairs)
 
 
+def sleeper_agent(args: argparse.Namespace) -> None:
+    import random
+
+    from art.attacks.poisoning import SleeperAgentAttack
+
+    # 16/255 as the page's cell writes it, so that this is the same scenario (hash) as its runs
+    eps, rows = 0.0627450980392, {"poisonlab": [0, 0, 0.0, []], "ART": [0, 0, 0.0, []]}
+    control = [0, 0]
+    for source, target in args.sa_pairs:
+        scenario = scenario_from_dict(dict(dataset="cifar10", data_root=args.data_root, train_size=4000,
+                                           test_size=1000, sampling="first", model="convnet", attack="sleeper-agent",
+                                           setting="scratch", budget=40, eps=eps, trials=1, source_class=source,
+                                           target_class=target, recipe=SCRATCH_RECIPE, pretrain=SCRATCH_RECIPE))
+        plan, networks, [setup] = prepare_trials(scenario, [0], f"{args.out}/models")
+        train = setup.data.train
+        # a run of the same cell into the same --out kept these poisons (crafting is deterministic): read them
+        [(ours, ours_s)] = reuse_or_craft(plan, networks, [setup], f"{args.out}/models")
+        patch = ours.trigger.pattern[:, -plan.attack.patch_size:, -plan.attack.patch_size:].numpy()
+        x, y = train.x.numpy(), train.y.numpy()
+        onehot = np.eye(10, dtype=np.float32)
+        in_target = np.flatnonzero(y == target)
+        sources = x[y == source]
+        random.seed(setup.seed)  # ART places the patch on the sources by Python's `random`
+        start = time.perf_counter()
+        attack = SleeperAgentAttack(art_classifier(networks.surrogate), (len(ours) + 0.5) / len(in_target), patch,
+                                    in_target, epsilon=eps, max_trials=1, max_epochs=250, verbose=0,
+                                    patching_strategy="random", selection_strategy="max-norm", class_source=source,
+                                    class_target=target)
+        poisoned, _ = attack.poison(sources, np.tile(onehot[target], (len(sources), 1)), x, onehot[y],
+                                    setup.data.test.x.numpy(), onehot[setup.data.test.y.numpy()])
+        art_s = time.perf_counter() - start
+        chosen = torch.as_tensor(np.sort(in_target[attack.get_poison_indices()]), dtype=torch.long)
+        theirs = PoisonSet(chosen, torch.from_numpy(np.asarray(poisoned[chosen.numpy()], np.float32)),
+                           train.y[chosen].clone(), 10, "art-sleeper-agent", target, ours.trigger, "all-to-one",
+                           source_class=source)
+        clean = attack_success_rate(control_victim(setup.victims, setup.trial, f"{args.out}/models"),
+                                    setup.data.test, ours)
+        control[0] += clean.successes
+        control[1] += clean.total
+        print(f"sleeper-agent {source} -> {target}: control {clean.successes}/{clean.total}; ART chose "
+              f"{len(np.intersect1d(chosen.numpy(), ours.indices.numpy()))} of poisonlab's {len(ours)} images",
+              flush=True)
+        measure(rows, setup, {"poisonlab": (ours, ours_s), "ART": (theirs, art_s)},
+                f"sleeper-agent {source} -> {target}")
+    report("sleeper-agent", rows, len(args.sa_pairs))
+    print(f"{'sleeper-agent':20s} {'control':9s} pooled success {control[0]}/{control[1]} = "
+          f"{control[0] / control[1]:.1%}", flush=True)
+
+
 def measure(rows: dict, setup, tools: dict, what: str) -> None:
     """Each tool's poisons train the trial's victim (the same seed); its triggered success and crafting time
     join the tool's row."""
@@ -150,15 +210,18 @@ def main() -> None:
     parser.add_argument("--targets", default="0,2,5,7", help="the clean-label backdoor's target classes")
     parser.add_argument("--trials", default="0", help="the clean-label backdoor's trial numbers per target")
     parser.add_argument("--pairs", type=int, default=4, help="hidden trigger: pairs s -> s + 1, s < PAIRS")
-    parser.add_argument("--kinds", default="clean-label-backdoor,hidden-trigger")
+    parser.add_argument("--sa-pairs", default="3:5,0:1,1:2,2:3", help="sleeper agent: source:target pairs")
+    parser.add_argument("--kinds", default="clean-label-backdoor,hidden-trigger,sleeper-agent")
     parser.add_argument("--out", default="poisonlab-out/art-backdoor", help="where pretrained networks are cached")
     args = parser.parse_args()
     args.targets = [int(t) for t in args.targets.split(",")]
     args.trials = [int(t) for t in args.trials.split(",")]
+    args.sa_pairs = [tuple(int(c) for c in pair.split(":")) for pair in args.sa_pairs.split(",")]
     keep_freed_memory()  # as the command line runs (poisonlab.device)
     torch.set_num_threads(2)
+    kinds = {"clean-label-backdoor": clean_label, "hidden-trigger": hidden_trigger, "sleeper-agent": sleeper_agent}
     for kind in args.kinds.split(","):
-        {"clean-label-backdoor": clean_label, "hidden-trigger": hidden_trigger}[kind](args)
+        kinds[kind](args)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,36 @@ def test_parallel_workers_run_every_trial_once(tmp_path):
     assert [r.trial for r in store.trials(scenario)] == [0, 1, 2, 3]
 
 
+def test_the_cells_of_an_attack_by_defense_matrix_share_each_trials_poisons(tmp_path, monkeypatch):
+    """Crafting is deterministic, so a defended cell reads the poisons the same scenario without its defense (or
+    another defense) kept: here the undefended cell keeps trial 0 only (cheap poisons), the first defended cell
+    crafts only trial 1 and keeps it, the second crafts nothing; a damaged file is crafted again, not trusted."""
+    from poisonlab.bench import trial as trial_module
+
+    crafted = []
+    original = trial_module.craft
+
+    def counting(plan, networks, setups):
+        crafted.append((plan.scenario.defense, [s.trial for s in setups]))
+        return original(plan, networks, setups)
+
+    monkeypatch.setattr(trial_module, "craft", counting)
+    cells = [scenario_from_dict({**SMALL, "defense": d}) for d in ("none", "sphere", "slab")]
+    store = run_scenarios(cells, tmp_path, progress=False)
+    assert crafted == [("none", [0]), ("none", [1]), ("sphere", [1])]
+    plain = [r.attack_hits for r in store.trials(cells[0])]
+    for cell in cells[1:]:
+        rows = store.trials(cell)
+        assert [r.defense.undefended_attack_hits for r in rows] == plain
+        assert [r.craft_seconds for r in rows] == [store.trials(cells[0])[0].craft_seconds,
+                                                   store.trials(cells[1])[1].craft_seconds]
+    trial_module.poisons_path(cells[0], tmp_path / "models", 1).write_bytes(b"not a poison set")
+    again = scenario_from_dict({**SMALL, "defense": "sphere", "defense_params": {"removal": 0.2}})
+    run_scenarios([again], tmp_path, progress=False)
+    assert crafted[-1] == ("sphere", [1])
+    assert [r.defense.undefended_attack_hits for r in store.trials(again)] == plain
+
+
 def test_configuration_errors_surface_before_any_trial_runs(tmp_path):
     with pytest.raises(ConfigError, match="target class 12 does not exist"):
         run_scenarios([scenario_from_dict({**SMALL, "target_class": 12})], tmp_path, progress=False)

@@ -145,9 +145,10 @@ def test_from_scratch_victims_learn_the_trigger_they_never_saw(digits):
 
 @pytest.mark.slow
 def test_the_gpu_suite_runs_end_to_end_on_the_cpu_at_toy_scale(cifar_subset_path, tmp_path):
-    """backdoors-cifar10 has not run on a GPU here (CI has none). Each of its four pairs runs one toy trial on the
-    CPU: ResNet-18s by the official recipe's optimiser (one epoch), the sleeper agent's selection, matching and one
-    retraining of the surrogate through the runner, the class-level rows; everything but the device and the scale."""
+    """backdoors-cifar10 has not run on a GPU here (CI has none). Each of its cells runs one toy trial on the
+    CPU: ResNet-18s by the official recipes' optimisers (one epoch), the sleeper agent's selection, matching and one
+    retraining of the surrogate through the runner, the clean-label backdoor's PGD and four-corner trigger, the
+    class-level rows; everything but the device and the scale."""
     from poisonlab.bench.runner import run_scenarios
     from poisonlab.bench.suites import load_suite
     from poisonlab.bench.summary import summarize
@@ -157,15 +158,19 @@ def test_the_gpu_suite_runs_end_to_end_on_the_cpu_at_toy_scale(cifar_subset_path
     for scenario in suite.scenarios:
         data = scenario.model_dump(mode="json")
         short = {**data["recipe"], "epochs": 1, "batch_size": 32, "milestones": []}
+        brief = {"steps": 3, "retrain_every": 1} if scenario.attack == "sleeper-agent" else {"steps": 3}
         data.update(train_size=200, test_size=100, budget=4, recipe=short, pretrain=short,
-                    attack_params={"steps": 3, "retrain_every": 1})
+                    attack_params=data["attack_params"] | brief)
         cells.append(scenario_from_dict(data))
     rows = summarize(run_scenarios(cells, tmp_path, progress=False), cells)
-    pairs = [(3, 5), (0, 1), (1, 2), (2, 3)]
+    pairs = [(3, 5), (0, 1), (1, 2), (2, 3), (None, 0)]
     assert [(c.source_class, c.target_class) for c in cells] == pairs
-    assert [r["scenario"] for r in rows] == [f"cifar10: sleeper-agent {s}→{t}" for s, t in pairs]
+    assert [r["scenario"] for r in rows] == [f"cifar10: sleeper-agent {s}→{t}" for s, t in pairs[:4]] + \
+        ["cifar10: clean-label-backdoor →0"]
+    assert cells[-1].attack_params["trigger"] == "all-corners" and cells[-1].eps == pytest.approx(8 / 255)
     for row in rows:
         assert row["model"] == "resnet18" and row["setting"] == "scratch" and row["attack_inputs"] > 0
         assert 0 <= row["attack_success_rate"] <= 1 and 0 <= row["control_attack_success_rate"] <= 1
+    for row in rows[:4]:  # the clean-label backdoor's trigger is pasted over its eps-bounded change
         assert row["max_perturbation"] <= 16 / 255 + 1e-6
 

@@ -2,9 +2,10 @@
 
     setup (data, threat, target) -> craft -> victims (poisoned, control) -> defend (optional) -> measure -> row
 
-Pure computation: no printing, no files but the model cache (which also keeps each scenario's first-trial
-poisons). A group of trials of one scenario runs together, so an attack that `crafts_together` crafts them in one
-optimisation (each trial's poisons are those it would get alone)."""
+Pure computation: no printing, no files but the model cache (which also keeps poisons: every scenario's first
+trial's, and those an attack × defense matrix or a re-run reuses, `reuse_or_craft`). A group of trials of one
+scenario runs together, so an attack that `crafts_together` crafts them in one optimisation (each trial's poisons
+are those it would get alone)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..attacks import check_compatible
 from ..data import Splits
-from ..errors import ConfigError
+from ..errors import ConfigError, PoisonlabError
 from ..metrics import attack_inputs
 from ..models import build_model, predict
 from ..threat import PoisonSet, ThreatModel, require_poisons
@@ -44,9 +45,7 @@ class TrialSetup:
 def run_trials(scenario: Scenario, trials: Sequence[int], cache_dir: str | None = None) -> list[TrialRow]:
     """Run trials `trials` of `scenario`; trained networks are cached in `cache_dir` (None: nothing stored)."""
     plan, networks, setups = prepare_trials(scenario, trials, cache_dir)
-    crafted = craft(plan, networks, setups)
-    if cache_dir is not None and setups[0].trial == 0 and len(crafted[0][0]):
-        crafted[0][0].save(kept_poisons_path(scenario, cache_dir))
+    crafted = craft(plan, networks, setups) if cache_dir is None else reuse_or_craft(plan, networks, setups, cache_dir)
     together = len(trials) if plan.attack.crafts_together else 1
     return [finish(plan, networks, setup, poison, seconds, together, cache_dir)
             for setup, (poison, seconds) in zip(setups, crafted, strict=True)]
@@ -118,6 +117,47 @@ def craft(plan: Plan, networks: Networks | None, setups: list[TrialSetup]) -> li
     return crafted
 
 
+# Poisons that took this long to craft are kept for every trial, so that the scenario's other cells (another
+# defense) and re-runs read them instead of crafting again; cheaper ones only for trial 0 and for defended cells.
+KEEP_SECONDS = 5.0
+
+
+def reuse_or_craft(plan: Plan, networks: Networks | None, setups: list[TrialSetup], cache_dir: str | Path
+                   ) -> list[tuple[PoisonSet, float]]:
+    """`craft`, reading the trials whose poisons the cache holds (crafting is deterministic: the same scenario
+    without its defense and the same trial give the same poisons, so the cells of an attack × defense matrix craft
+    each trial once) and keeping the new ones there. A reused trial reports the time its crafting took."""
+    paths = [poisons_path(plan.scenario, cache_dir, s.trial) for s in setups]
+    found = [kept_poisons(path) for path in paths]
+    missing = [s for s, f in zip(setups, found, strict=True) if f is None]
+    fresh = iter(craft(plan, networks, missing) if missing else [])
+    crafted = []
+    for setup, path, kept in zip(setups, paths, found, strict=True):
+        if kept is not None:
+            crafted.append(kept)
+            continue
+        poison, seconds = next(fresh)
+        if len(poison) and (setup.trial == 0 or plan.scenario.defense != "none" or seconds >= KEEP_SECONDS):
+            dataclasses.replace(poison, params=poison.params | {"craft_seconds": seconds}).save(path)
+        crafted.append((poison, seconds))
+    return crafted
+
+
+def kept_poisons(path: Path) -> tuple[PoisonSet, float] | None:
+    """The poisons kept at `path` with their crafting time; None when absent or unreadable (crafted again)."""
+    if not path.exists():
+        return None
+    try:
+        poison = PoisonSet.load(path)
+    except PoisonlabError:
+        return None
+    seconds = poison.params.get("craft_seconds")
+    if not isinstance(seconds, int | float):
+        return None
+    params = {k: v for k, v in poison.params.items() if k != "craft_seconds"}
+    return dataclasses.replace(poison, params=params), float(seconds)
+
+
 def finish(plan: Plan, networks: Networks | None, setup: TrialSetup, poison: PoisonSet, craft_seconds: float,
            together: int, cache_dir: str | None) -> TrialRow:
     """Train the victims, defend (when the scenario has a defense), measure; the trial's row."""
@@ -146,4 +186,11 @@ def finish(plan: Plan, networks: Networks | None, setup: TrialSetup, poison: Poi
 def kept_poisons_path(scenario: Scenario, cache_dir: str | Path) -> Path:
     """Where a run keeps its scenario's first-trial poisons, beside the cached networks: the suite's figure
     reads them instead of crafting again, and anyone may train on them (`PoisonSet.load`)."""
-    return Path(cache_dir) / f"poisons-{scenario.hash}-trial0.npz"
+    return poisons_path(scenario, cache_dir, 0)
+
+
+def poisons_path(scenario: Scenario, cache_dir: str | Path, trial: int) -> Path:
+    """Where trial `trial`'s poisons are kept: under the hash of the scenario without its defense (the same
+    poisons for every defense)."""
+    undefended = scenario.model_copy(update={"defense": "none", "defense_params": {}})
+    return Path(cache_dir) / f"poisons-{undefended.hash}-trial{trial}.npz"
