@@ -109,12 +109,11 @@ def fashion_badnets_1pct(fashion):
 
 # detector, its global / score-ranking rule, least recall of the default (the paper's rule), most recall of the
 # global rule, most attack success after retraining on what the default keeps. Measured on this set: spectral
-# signatures 96.7% / 53% recall, 7.7% success (undefended 99%); activation clustering (relative size) 100% / 43%,
-# 0.7%; spectre (1.5x the budget from every class) 81.7% / 5%, 51% (docs/defenses: the 1/5/10% tables). On an AMD
+# signatures 96.7% / 53% recall, 7.7% success (undefended 99%); spectre (1.5x the budget from every class)
+# 81.7% / 5%, 51% (docs/defenses: the 1/5/10% tables); activation clustering has its own test below. On an AMD
 # EPYC with AVX2 only, spectral signatures' default keeps 6 of the 60 poisons (recall 90%) and those 6 leave 29.2%
 # success (23-51% over victim seeds 0-2): a handful of kept poisons is a backdoor of varying strength.
 PAPER_RULES_AT_1_PERCENT = [("spectral-signatures", {"ranking": "global"}, 0.85, 0.7, 0.5),
-                            ("activation-clustering", {"rule": "score"}, 0.9, 0.7, 0.1),
                             ("spectre", {"ranking": "global"}, 0.7, 0.3, 0.75)]
 
 
@@ -133,6 +132,26 @@ def test_detectors_by_default_catch_a_1pct_backdoor_that_their_global_ranking_mi
     kept = poisoned.take(torch.nonzero(keep).squeeze(1))
     defended = train(build_model("convnet", data.train.shape, 10, seed=0), kept, FASHION_RECIPE, seed=0)
     assert attack_success_rate(defended, data.test, poison).value < most_success
+
+
+def test_activation_clusterings_default_catches_a_1pct_backdoor_on_most_victims(fashion_badnets_1pct):
+    """Chen et al.'s relative-size rule (the default) at 1% into class 2, on victims of seeds 0, 1, 2: it finds the
+    poisons on at least two of them, and retraining on what it keeps cuts the backdoor. Whether 2-means splits the
+    poisons off the wide pullover class depends on the victim: measured recall 0.0 / 1.0 / 1.0 on an AMD EPYC with
+    AVX-512 (seed 0's split flags 404 clean images instead), 1.0 for seed 0 on an Intel Xeon with AVX-512 and an AMD
+    EPYC with AVX2; the score ranking's recall moves with it (0.33 / 1.0 / 0.98), so it is not compared here."""
+    data, threat, poison, poisoned, is_poison, model = fashion_badnets_1pct
+    found = []
+    for seed in (0, 1, 2):
+        victim = model if seed == 0 else train(build_model("convnet", data.train.shape, 10, seed=seed), poisoned,
+                                               FASHION_RECIPE, seed=seed)
+        recall, _, keep = detect("activation-clustering", poisoned, is_poison, threat.budget, victim)
+        found.append((recall, keep))
+    assert sum(recall >= 0.9 for recall, _ in found) >= 2, [recall for recall, _ in found]
+    keep = next(keep for recall, keep in found if recall >= 0.9)
+    kept = poisoned.take(torch.nonzero(keep).squeeze(1))
+    defended = train(build_model("convnet", data.train.shape, 10, seed=0), kept, FASHION_RECIPE, seed=0)
+    assert attack_success_rate(defended, data.test, poison).value < 0.1
 
 
 @pytest.mark.parametrize("seed", [0, 1])
