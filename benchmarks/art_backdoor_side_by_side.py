@@ -1,4 +1,4 @@
-"""clean-label-backdoor and hidden-trigger side by side with IBM's Adversarial Robustness Toolbox
+"""clean-label-backdoor, hidden-trigger and sleeper-agent side by side with IBM's Adversarial Robustness Toolbox
 (`PoisoningAttackCleanLabelBackdoor`, `HiddenTriggerBackdoorPyTorch`, `SleeperAgentAttack`), class-level, on the
 same network, data, classes, bases, sources, trigger, budget and eps: the CIFAR-10 subset.
 
@@ -16,34 +16,37 @@ fixed place (5 pixels in from the bottom-right corner) for both; ART (given exac
 its defaults (lr 0.001 × 0.95 every 2,000 iterations, up to 5,000, batches of 100), poisonlab at its defaults
 (Adam 300 steps through the victim's flips and crops).
 
-Sleeper agent: from scratch as the clean-label backdoor (pairs `--sa-pairs`, trial 0 of each), 40 poisons (1%) at
-16/255, the 8x8 random-bit patch at random places, both tools selecting the target-class images of largest gradient
-norm on the pretrained convnet and matching the gradient of all the source class's triggered training images.
-poisonlab at its defaults (250 signed-Adam steps through flips and crops, the convnet retrained 4 times by its
-pretraining recipe); ART at its defaults (250 epochs, its schedule 0.1/0.01/0.001/0.0001, one trial) without its
-retraining: in ART 1.20.1 the model it retrains is not the one its gradient matching uses (bound with the source
-gradient before the retraining loop), so retraining would only add time. The control (the clean convnet) is
-printed beside. poisonlab's poisons are read from --out when a run of the same cell kept them there (`poisonlab run
--c sa-cell.yaml ... --out OUT`, docs/attacks/sleeper-agent.md), with the crafting time they took.
+Sleeper agent: from scratch as the clean-label backdoor (pairs `--sa-pairs`, trials `--trials` of each), 40
+poisons (1%) at 16/255, the 8x8 random-bit patch at random places, both tools selecting the target-class images of
+largest gradient norm on the pretrained convnet and matching the gradient of all the source class's triggered
+training images. poisonlab at its defaults (250 signed-Adam steps through flips and crops, the convnet retrained 4
+times by its pretraining recipe) or with `--sa-params` (`retrain_every=0`: without retraining, as ART runs); ART
+at its defaults (250 epochs, its schedule 0.1/0.01/0.001/0.0001, one trial) without its retraining: in ART 1.20.1
+the model it retrains is not the one its gradient matching uses (bound with the source gradient before the
+retraining loop), so retraining would only add time. The control (the clean convnet) is printed beside.
+poisonlab's poisons are read from --out when a run of the same cell kept them there (`poisonlab run -c
+sa-cell.yaml ... --out OUT`, docs/attacks/sleeper-agent.md), with the crafting time they took.
 
 Prints each tool's pooled success, per target or pair, and crafting time. Needs the benchmark extra:
 pip install -e ".[bench]".
 
 python benchmarks/art_backdoor_side_by_side.py --data-root PATH/cifar10_subset.npz [--targets 0,2,5,7]
-    [--trials 0,1] [--pairs 4] [--sa-pairs 3:5,0:1,1:2,2:3] [--kinds clean-label-backdoor,hidden-trigger,sleeper-agent]
+    [--trials 0,1] [--pairs 4] [--sa-pairs 3:5,0:1,1:2,2:3] [--sa-params retrain_every=0]
+    [--kinds clean-label-backdoor,hidden-trigger,sleeper-agent]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import time
 
 import numpy as np
 import torch
 from torch import nn
 
-from poisonlab.bench.scenario import scenario_from_dict
+from poisonlab.bench.scenario import parse_params, scenario_from_dict
 from poisonlab.bench.trial import prepare_trials, reuse_or_craft
 from poisonlab.bench.victims import control_victim
 from poisonlab.device import keep_freed_memory
@@ -144,12 +147,13 @@ def sleeper_agent(args: argparse.Namespace) -> None:
     # 16/255 as the page's cell writes it, so that this is the same scenario (hash) as its runs
     eps, rows = 0.0627450980392, {"poisonlab": [0, 0, 0.0, []], "ART": [0, 0, 0.0, []]}
     control = [0, 0]
-    for source, target in args.sa_pairs:
+    for (source, target), trial in itertools.product(args.sa_pairs, args.trials):
         scenario = scenario_from_dict(dict(dataset="cifar10", data_root=args.data_root, train_size=4000,
                                            test_size=1000, sampling="first", model="convnet", attack="sleeper-agent",
-                                           setting="scratch", budget=40, eps=eps, trials=1, source_class=source,
-                                           target_class=target, recipe=SCRATCH_RECIPE, pretrain=SCRATCH_RECIPE))
-        plan, networks, [setup] = prepare_trials(scenario, [0], f"{args.out}/models")
+                                           setting="scratch", budget=40, eps=eps, trials=trial + 1,
+                                           source_class=source, target_class=target, recipe=SCRATCH_RECIPE,
+                                           pretrain=SCRATCH_RECIPE, attack_params=args.sa_params))
+        plan, networks, [setup] = prepare_trials(scenario, [trial], f"{args.out}/models")
         train = setup.data.train
         # a run of the same cell into the same --out kept these poisons (crafting is deterministic): read them
         [(ours, ours_s)] = reuse_or_craft(plan, networks, [setup], f"{args.out}/models")
@@ -175,12 +179,12 @@ def sleeper_agent(args: argparse.Namespace) -> None:
                                     setup.data.test, ours)
         control[0] += clean.successes
         control[1] += clean.total
-        print(f"sleeper-agent {source} -> {target}: control {clean.successes}/{clean.total}; ART chose "
+        print(f"sleeper-agent {source} -> {target}, trial {trial}: control {clean.successes}/{clean.total}; ART chose "
               f"{len(np.intersect1d(chosen.numpy(), ours.indices.numpy()))} of poisonlab's {len(ours)} images",
               flush=True)
         measure(rows, setup, {"poisonlab": (ours, ours_s), "ART": (theirs, art_s)},
-                f"sleeper-agent {source} -> {target}")
-    report("sleeper-agent", rows, len(args.sa_pairs))
+                f"sleeper-agent {source} -> {target}, trial {trial}")
+    report("sleeper-agent", rows, len(args.sa_pairs) * len(args.trials))
     print(f"{'sleeper-agent':20s} {'control':9s} pooled success {control[0]}/{control[1]} = "
           f"{control[0] / control[1]:.1%}", flush=True)
 
@@ -208,14 +212,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--targets", default="0,2,5,7", help="the clean-label backdoor's target classes")
-    parser.add_argument("--trials", default="0", help="the clean-label backdoor's trial numbers per target")
+    parser.add_argument("--trials", default="0", help="trial numbers per target (clean-label backdoor) or pair "
+                        "(sleeper agent)")
     parser.add_argument("--pairs", type=int, default=4, help="hidden trigger: pairs s -> s + 1, s < PAIRS")
     parser.add_argument("--sa-pairs", default="3:5,0:1,1:2,2:3", help="sleeper agent: source:target pairs")
+    parser.add_argument("--sa-params", default="", help="poisonlab sleeper-agent's parameters, KEY=VALUE,... "
+                        "(as `-p`; e.g. retrain_every=0)")
     parser.add_argument("--kinds", default="clean-label-backdoor,hidden-trigger,sleeper-agent")
     parser.add_argument("--out", default="poisonlab-out/art-backdoor", help="where pretrained networks are cached")
     args = parser.parse_args()
     args.targets = [int(t) for t in args.targets.split(",")]
     args.trials = [int(t) for t in args.trials.split(",")]
+    args.sa_params = parse_params([p for p in args.sa_params.split(",") if p])
     args.sa_pairs = [tuple(int(c) for c in pair.split(":")) for pair in args.sa_pairs.split(",")]
     keep_freed_memory()  # as the command line runs (poisonlab.device)
     torch.set_num_threads(2)
